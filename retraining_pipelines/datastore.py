@@ -1,0 +1,306 @@
+"""The plant data store: the tables the plant app writes and the queries the pipeline makes.
+
+SQLite under DAGSTER_HOME by default (no server on a Raspberry Pi), any SQLAlchemy URL
+(PostgreSQL) for a bigger deployment. Times are integer UTC epoch seconds (`ts`), which keeps
+hourly bucketing a portable integer expression and every time filter an index range scan.
+Hourly aggregation happens in SQL so a year of 5-minute readings never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import Field
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.settings import plant_database_url
+
+HOUR = 3600
+DAY = 86400
+#: Readings outside these are sensor faults: excluded from averages, counted for data quality.
+PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (-20.0, 60.0),
+    "humidity": (0.0, 100.0),
+    "soil_moisture": (0.0, 100.0),
+    "co2": (150.0, 5000.0),
+    "light": (0.0, 150000.0),
+}
+SENSORS = tuple(PHYSICAL_RANGES)
+TIME_RANGE_PATTERN = re.compile(r"^last_([1-9][0-9]{0,3})d$")
+TIME_RANGE_HELP = "'last_<N>d' with N from 1 to 3650 days, e.g. 'last_90d' or 'last_180d'"
+
+metadata = sa.MetaData()
+_ts = sa.BigInteger  # epoch seconds
+
+grow_units = sa.Table(
+    "grow_units", metadata,
+    sa.Column("unit_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("crop", sa.String(100), nullable=False),
+    sa.Column("environment", sa.String(20), nullable=False),  # indoor | greenhouse
+)
+plants = sa.Table(
+    "plants", metadata,
+    sa.Column("plant_id", sa.Integer, primary_key=True),
+    sa.Column("unit_id", sa.Integer, sa.ForeignKey("grow_units.unit_id"), nullable=False, index=True),
+    sa.Column("crop", sa.String(100), nullable=False),
+    sa.Column("cultivar", sa.String(100), nullable=False),
+    sa.Column("planted_at", _ts, nullable=False),
+    sa.Column("stage", sa.String(30), nullable=False),
+)
+sensor_readings = sa.Table(
+    "sensor_readings", metadata,
+    sa.Column("unit_id", sa.Integer, nullable=False),
+    sa.Column("ts", _ts, nullable=False),
+    *(sa.Column(name, sa.Float) for name in SENSORS),
+    sa.Index("ix_sensor_readings_unit_ts", "unit_id", "ts"),
+    sa.Index("ix_sensor_readings_ts", "ts"),
+)
+climate_actions = sa.Table(
+    "climate_actions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("unit_id", sa.Integer, nullable=False),
+    sa.Column("ts", _ts, nullable=False, index=True),
+    sa.Column("action", sa.String(20), nullable=False),
+)
+disease_observations = sa.Table(
+    "disease_observations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("unit_id", sa.Integer, nullable=False),
+    sa.Column("plant_id", sa.Integer, nullable=False),
+    sa.Column("ts", _ts, nullable=False, index=True),
+    sa.Column("growth_stage", sa.String(30), nullable=False),
+    sa.Column("days_in_stage", sa.Integer, nullable=False),
+    sa.Column("disease_type", sa.String(30), nullable=False),
+)
+irrigation_events = sa.Table(
+    "irrigation_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("unit_id", sa.Integer, nullable=False),
+    sa.Column("ts", _ts, nullable=False, index=True),  # when the need was detected
+    sa.Column("started_at", _ts, nullable=False),
+    sa.Column("threshold_used", sa.Float, nullable=False),
+    sa.Column("target_moisture", sa.Float, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("preferred_hour", sa.Integer, nullable=False),
+    sa.Column("user_response", sa.String(20), nullable=False),  # accepted | delayed
+    sa.Column("feedback", sa.String(20), nullable=False),  # ok | too_early | too_late
+    sa.Column("optimal_threshold", sa.Float, nullable=False),
+)
+growth_observations = sa.Table(
+    "growth_observations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("unit_id", sa.Integer, nullable=False),
+    sa.Column("plant_id", sa.Integer, nullable=False),
+    sa.Column("ts", _ts, nullable=False, index=True),
+    sa.Column("growth_stage", sa.String(30), nullable=False),
+    sa.Column("days_since_planting", sa.Integer, nullable=False),
+    sa.Column("days_in_stage", sa.Integer, nullable=False),
+    sa.Column("growth_rate", sa.Float, nullable=False),  # cm/day
+)
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_type", sa.String(50), nullable=False),
+    sa.Column("model_version", sa.String(20), nullable=False),
+    sa.Column("ts", _ts, nullable=False),
+    sa.Column("unit_id", sa.Integer),
+    sa.Column("inputs_ref", sa.String(100)),  # e.g. "disease_observations:123"
+    sa.Column("prediction", sa.String(50), nullable=False),
+    sa.Column("actual", sa.String(50)),  # filled in when the outcome is known
+    sa.Index("ix_predictions_model_ts", "model_type", "ts"),
+)
+LABEL_TABLES = {
+    t.name: t for t in (climate_actions, disease_observations, irrigation_events, growth_observations)
+}
+
+
+def parse_time_range(time_range: str) -> int:
+    """Seconds covered by a spec-style time range such as `last_90d`."""
+    match = TIME_RANGE_PATTERN.match(time_range) if isinstance(time_range, str) else None
+    if match is None or int(match.group(1)) > 3650:
+        raise InvalidFieldError("time_range", time_range, TIME_RANGE_HELP)
+    return int(match.group(1)) * DAY
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window `[start_ts, end_ts)` in epoch seconds."""
+
+    start_ts: int
+    end_ts: int
+    time_range: str
+
+    @classmethod
+    def last(cls, time_range: str, end: datetime | None = None) -> Window:
+        end_ts = int((end or datetime.now(UTC)).timestamp())
+        return cls(end_ts - parse_time_range(time_range), end_ts, time_range)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> sa.Engine:
+    """One engine per URL per process; SQLite gets WAL so readers never block the writer."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+class PlantDataStore(dg.ConfigurableResource):
+    """The plant app's database, as the pipeline reads it."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Unset: $PLANT_DATABASE_URL, else SQLite file "
+        "plant_data.sqlite under DAGSTER_HOME.",
+    )
+
+    @property
+    def url(self) -> str:
+        return self.database_url or plant_database_url()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return _engine(self.url)
+
+    def create_schema(self) -> None:
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        metadata.create_all(self.engine)
+
+    def is_empty(self) -> bool:
+        self.create_schema()
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sensor_readings.c.ts).limit(1)).first() is None
+
+    def write_frames(self, frames: dict[str, pd.DataFrame]) -> None:
+        """Append plant-app rows, all tables in one transaction: all land or none do."""
+        self.create_schema()
+        with self.engine.begin() as conn:
+            for name, frame in frames.items():
+                table = metadata.tables[name]
+                records = frame[[c.name for c in table.columns if c.name in frame]].to_dict("records")
+                for chunk in range(0, len(records), 50_000):
+                    conn.execute(table.insert(), records[chunk : chunk + 50_000])
+
+    def _read(self, query: sa.Select) -> pd.DataFrame:
+        """Run a query into a frame with plain-`str` column names (sklearn insists)."""
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        frame.columns = [str(c) for c in frame.columns]
+        return frame
+
+    def fetch_samples(
+        self,
+        model_type: str,
+        min_samples: int | None = None,
+        time_range: str = "last_90d",
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Labelled examples for `model_type` in the window, with each unit's crop.
+
+        Raises InsufficientSamplesError below `min_samples` (the catalog default when None), so a
+        caller never trains on too little data by accident.
+        """
+        spec = get_spec(model_type)
+        window = Window.last(time_range, end)
+        required = spec.min_samples if min_samples is None else min_samples
+        if not isinstance(required, int) or isinstance(required, bool) or required < 1:
+            raise InvalidFieldError("min_samples", min_samples, "a positive integer")
+        table = LABEL_TABLES[spec.label_table]
+        query = (
+            sa.select(table, grow_units.c.crop)
+            .join(grow_units, grow_units.c.unit_id == table.c.unit_id)
+            .where(table.c.ts >= window.start_ts, table.c.ts < window.end_ts)
+            .order_by(table.c.ts)
+        )
+        labels = self._read(query)
+        if len(labels) < required:
+            raise InsufficientSamplesError(model_type, len(labels), required, time_range)
+        return labels
+
+    def count_samples(self, model_type: str, time_range: str = "last_90d", end: datetime | None = None) -> int:
+        """How many labelled examples a retrain would get (cheap: an index range count)."""
+        table = LABEL_TABLES[get_spec(model_type).label_table]
+        window = Window.last(time_range, end)
+        query = sa.select(sa.func.count()).where(table.c.ts >= window.start_ts, table.c.ts < window.end_ts)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def fetch_hourly_climate(self, unit_ids: list[int], start_ts: int, end_ts: int) -> pd.DataFrame:
+        """Hourly means per unit of in-range readings, plus reading and out-of-range counts."""
+        r = sensor_readings.c
+        hour = (r.ts // HOUR * HOUR).label("hour_ts")
+        valid = {name: r[name].between(lo, hi) for name, (lo, hi) in PHYSICAL_RANGES.items()}
+        means = [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
+        faulty = sa.or_(*(sa.and_(r[n].is_not(None), sa.not_(valid[n])) for n in SENSORS))
+        query = (
+            sa.select(r.unit_id, hour, *means, sa.func.count().label("n_readings"),
+                      sa.func.sum(sa.case((faulty, 1), else_=0)).label("n_out_of_range"))
+            .where(r.unit_id.in_(unit_ids), r.ts >= start_ts, r.ts < end_ts)
+            .group_by(r.unit_id, hour)
+            .order_by(r.unit_id, hour)
+        )
+        return self._read(query)
+
+    def fetch_plants(self, plant_ids: list[int] | None = None) -> pd.DataFrame:
+        query = sa.select(plants)
+        if plant_ids is not None:
+            query = query.where(plants.c.plant_id.in_(plant_ids))
+        return self._read(query)
+
+    def training_samples(
+        self,
+        model_type: str,
+        min_samples: int | None = None,
+        time_range: str = "last_90d",
+        end: datetime | None = None,
+    ) -> TrainingSamples:
+        """Labels plus the hourly climate and plants their features are computed from."""
+        window = Window.last(time_range, end)
+        labels = self.fetch_samples(model_type, min_samples, time_range, end)
+        plant_ids = sorted(labels["plant_id"].unique().tolist()) if "plant_id" in labels else []
+        plant_rows = self.fetch_plants(plant_ids) if plant_ids else self.fetch_plants([])
+        start = window.start_ts - CLIMATE_LOOKBACK_S
+        if get_spec(model_type).label_table == "growth_observations" and len(plant_rows):
+            # thermal time since planting needs the climate from the oldest planting on
+            start = min(start, max(int(plant_rows["planted_at"].min()), window.start_ts - MAX_LOOKBACK_S))
+        units = sorted(labels["unit_id"].unique().tolist())
+        hourly = self.fetch_hourly_climate(units, start, window.end_ts)
+        return TrainingSamples(model_type, window, labels, hourly, plant_rows)
+
+
+#: Longest trailing aggregate a feature uses (72 h), and the furthest back growth models look.
+CLIMATE_LOOKBACK_S = 72 * HOUR
+MAX_LOOKBACK_S = 365 * DAY
+
+
+@dataclass
+class TrainingSamples:
+    """What the `training_samples` asset hands to feature engineering."""
+
+    model_type: str
+    window: Window
+    labels: pd.DataFrame
+    hourly: pd.DataFrame
+    plants: pd.DataFrame
+
+    @property
+    def out_of_range_share(self) -> float:
+        total = int(self.hourly["n_readings"].sum()) if len(self.hourly) else 0
+        return float(self.hourly["n_out_of_range"].sum()) / total if total else 0.0

@@ -1,0 +1,133 @@
+"""Training and validation: fit the catalog's estimator, judge it on a time-based hold-out.
+
+The hold-out is the most recent part of the window because that is what the model will face
+next; a random split would leak tomorrow's weather into today's training and flatter every
+model. Every model reports an `accuracy` (regressors: share of predictions within the catalog's
+tolerance) so the spec's relative-improvement and 5 % rollback rules apply to all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
+
+from retraining_pipelines.catalog import ModelSpec, get_spec
+from retraining_pipelines.features import FeatureSet
+
+HOLDOUT_FRACTION = 0.2
+MIN_HOLDOUT_ROWS = 10
+
+
+@dataclass
+class TimeSplit:
+    """Older rows to train on, the most recent rows to validate on."""
+
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    X_holdout: pd.DataFrame
+    y_holdout: pd.Series
+    holdout_start_ts: int
+
+
+@dataclass
+class TrainedModel:
+    """A fitted estimator and the facts about its training that the registry records."""
+
+    model_type: str
+    estimator: BaseEstimator
+    feature_names: list[str]
+    training_samples: int
+    training_duration: float
+    hyperparameters: dict[str, Any]
+    holdout_start_ts: int
+
+
+def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION) -> TimeSplit:
+    """Split by time: rows are in time order, so the tail is the hold-out."""
+    n = len(features)
+    n_holdout = max(MIN_HOLDOUT_ROWS, round(n * holdout_fraction))
+    cut = n - n_holdout
+    return TimeSplit(
+        X_train=features.X.iloc[:cut],
+        y_train=features.y.iloc[:cut],
+        X_holdout=features.X.iloc[cut:],
+        y_holdout=features.y.iloc[cut:],
+        holdout_start_ts=int(features.ts[cut]) if n else 0,
+    )
+
+
+def train_model(features: FeatureSet, split: TimeSplit | None = None) -> TrainedModel:
+    """Fit the catalog's estimator on the training part of the time split."""
+    spec = get_spec(features.model_type)
+    split = split or time_split(features)
+    estimator = spec.build_estimator()
+    started = time.perf_counter()
+    estimator.fit(split.X_train, split.y_train)
+    return TrainedModel(
+        model_type=spec.model_type,
+        estimator=estimator,
+        feature_names=list(features.feature_names),
+        training_samples=len(split.y_train),
+        training_duration=time.perf_counter() - started,
+        hyperparameters=dict(spec.hyperparameters),
+        holdout_start_ts=split.holdout_start_ts,
+    )
+
+
+def validate_model(estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
+    """The spec's `validate_model`: the catalog's metrics on a hold-out set."""
+    if spec.task == "classification":
+        return _classification_metrics(estimator, X, y, spec)
+    return regression_metrics(np.asarray(y, dtype=float), estimator.predict(X), spec)
+
+
+def naive_baseline(y_train: pd.Series, y_holdout: pd.Series, spec: ModelSpec) -> dict[str, float]:
+    """What a model that learned nothing scores: majority class, or the training mean."""
+    if spec.task == "classification":
+        majority = y_train.value_counts().idxmax()
+        predicted = np.full(len(y_holdout), majority, dtype=object)
+        truth = y_holdout.to_numpy(dtype=object)
+        return {"accuracy": float(np.mean(predicted == truth))}
+    mean = float(np.mean(y_train))
+    return regression_metrics(np.asarray(y_holdout, dtype=float), np.full(len(y_holdout), mean), spec)
+
+
+def _classification_metrics(
+    estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, spec: ModelSpec
+) -> dict[str, float]:
+    predicted = estimator.predict(X)
+    truth = np.asarray(y)
+    metrics = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_score": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+    if "top3_accuracy" in spec.extra_metrics:
+        metrics["top3_accuracy"] = top_k_accuracy(estimator, X, truth, k=3)
+    return metrics
+
+
+def top_k_accuracy(estimator: BaseEstimator, X: pd.DataFrame, truth: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the k most probable; unseen classes count as misses."""
+    proba = estimator.predict_proba(X)
+    top = np.asarray(estimator.classes_)[np.argsort(proba, axis=1)[:, ::-1][:, :k]]
+    return float(np.mean([t in row for t, row in zip(truth, top, strict=True)]))
+
+
+def regression_metrics(truth: np.ndarray, predicted: np.ndarray, spec: ModelSpec) -> dict[str, float]:
+    error = predicted - truth
+    metrics = {
+        "accuracy": float(np.mean(np.abs(error) <= spec.accuracy_tolerance)),
+        "r2": float(r2_score(truth, predicted)),
+        "mae": float(mean_absolute_error(truth, predicted)),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+    }
+    if "mape" in spec.extra_metrics:
+        nonzero = np.abs(truth) > 1e-9
+        metrics["mape"] = float(np.mean(np.abs(error[nonzero]) / np.abs(truth[nonzero])))
+    return metrics

@@ -1,0 +1,57 @@
+"""Shared fixtures: real generated plant data in a real SQLite file, real Dagster instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
+
+#: Small but realistic: 6 grow units x 90 days of 5-minute readings (~150k rows).
+TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC), days=90, units=6, seed=11)
+
+
+@pytest.fixture(autouse=True)
+def isolated_dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nothing a test does may touch the developer's own dagster_home/."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for var in ("PLANT_DATABASE_URL", "MODEL_REGISTRY_DIR", "ENABLE_AUTOMATED_RETRAINING"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def plant_data() -> PlantData:
+    return generate(TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def plant_db_url(tmp_path_factory: pytest.TempPathFactory, plant_data: PlantData) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('plantdb') / 'plant_data.sqlite'}"
+    PlantDataStore(database_url=url).write_frames(plant_data.tables())
+    return url
+
+
+@pytest.fixture
+def plant_store(plant_db_url: str) -> PlantDataStore:
+    return PlantDataStore(database_url=plant_db_url)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def fresh_store(tmp_path: Path, config: GeneratorConfig, name: str = "plant.sqlite") -> PlantDataStore:
+    """A store of its own for tests that need special data (spikes, drift, emptiness)."""
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / name}")
+    store.write_frames(generate(config).tables())
+    return store

@@ -1,0 +1,54 @@
+"""Small helpers for driving the real pipeline in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from retraining_pipelines.assets import RETRAIN_ASSETS
+from retraining_pipelines.datastore import PlantDataStore
+
+ASSET_NAMES = [a.key.to_user_string() for a in RETRAIN_ASSETS]
+
+
+def retrain(
+    model_type: str,
+    store: PlantDataStore,
+    instance: dg.DagsterInstance,
+    samples_config: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize one model type's partition, as the UI's "Materialize" button does."""
+    run_config = {"ops": {"training_samples": {"config": samples_config}}} if samples_config else None
+    return dg.materialize(
+        RETRAIN_ASSETS,
+        partition_key=model_type,
+        instance=instance,
+        resources={"plant_store": store, **(resources or {})},
+        run_config=run_config,
+        raise_on_error=False,
+        tags=tags,
+    )
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        e.event_specific_data.error.message
+        for e in result.all_events
+        if e.is_step_failure and e.event_specific_data.error is not None
+    ]
+
+
+def materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bool:
+    """Whether the instance has ever recorded a materialization of that asset partition."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return bool(records)
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    mat = result.asset_materializations_for_node(asset)[-1]
+    return {k: v.value for k, v in mat.metadata.items()}

@@ -1,0 +1,76 @@
+"""Feature engineering: the catalog's features, no peeking at the future, correct windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples, Window
+from retraining_pipelines.features import engineer_features, hourly_features
+
+T0 = 1_700_000_000 // HOUR * HOUR
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_model_type_gets_exactly_its_catalog_features(plant_store: PlantDataStore, model_type: str) -> None:
+    samples = plant_store.training_samples(model_type, min_samples=1)
+    features = engineer_features(samples)
+    spec = get_spec(model_type)
+    assert list(features.X.columns) == list(spec.features) == features.feature_names
+    assert features.feature_set == spec.feature_set
+    assert len(features) == len(samples.labels)
+    assert np.all(np.diff(features.ts) >= 0), "time order, which the hold-out split relies on"
+    assert features.X.isna().to_numpy().mean() < 0.05
+    assert not features.X.isin([np.inf, -np.inf]).any().any()
+
+
+def _hourly(temps: list[float], humidity: float = 60.0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "unit_id": 1, "hour_ts": [T0 + i * HOUR for i in range(len(temps))], "temperature": temps,
+        "humidity": humidity, "soil_moisture": 50.0, "co2": 600.0, "light": 0.0,
+        "n_readings": 12, "n_out_of_range": 0,
+    })
+
+
+def test_trailing_windows_and_vpd() -> None:
+    climate = hourly_features(_hourly([float(i) for i in range(100)]))
+    row = climate.iloc[99]
+    assert row["temperature_mean_24h"] == pytest.approx(np.mean(range(76, 100)))
+    assert row["temperature_mean_72h"] == pytest.approx(np.mean(range(28, 100)))
+    assert row["humidity_var_72h"] == pytest.approx(0.0)
+    assert climate.iloc[20]["vpd"] == pytest.approx(0.6108 * np.exp(17.27 * 20 / 257.3) * 0.4)
+
+
+def test_short_gaps_are_carried_forward_long_gaps_stay_missing() -> None:
+    hourly = _hourly([20.0] * 10)
+    hourly = hourly[~hourly["hour_ts"].isin([T0 + 2 * HOUR] + [T0 + h * HOUR for h in range(4, 9)])]
+    climate = hourly_features(hourly)
+    assert climate.loc[climate["hour_ts"] == T0 + 2 * HOUR, "temperature"].item() == 20.0
+    assert np.isnan(climate.loc[climate["hour_ts"] == T0 + 8 * HOUR, "temperature"].item())
+
+
+def test_features_never_see_the_hour_of_the_event_or_later() -> None:
+    """Climate features come from the last complete hour before the event."""
+    temps = [20.0] * 48 + [35.0] * 4  # the heat arrives in hour 48
+    labels = pd.DataFrame({
+        "unit_id": 1, "plant_id": 1, "ts": [T0 + 48 * HOUR + 600, T0 + 49 * HOUR + 600],
+        "growth_stage": "vegetative", "days_in_stage": 3, "disease_type": "healthy", "crop": "Tomatoes",
+    })
+    samples = TrainingSamples("disease", Window(T0, T0 + 52 * HOUR, "last_3d"), labels, _hourly(temps),
+                              pd.DataFrame())
+    features = engineer_features(samples)
+    assert features.X["temperature"].tolist() == [20.0, 35.0]
+
+
+def test_history_features_use_only_earlier_rows(plant_store: PlantDataStore) -> None:
+    samples = plant_store.training_samples("irrigation_duration", min_samples=1)
+    features = engineer_features(samples)
+    labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)
+    unit = labels["unit_id"].iloc[-1]
+    rows = labels.index[labels["unit_id"] == unit]
+    last = rows[-1]
+    expected = labels.loc[rows[:-1], "duration_s"].mean()
+    assert features.X.loc[last, "mean_previous_duration"] == pytest.approx(expected)
+    assert np.isnan(features.X.loc[rows[0], "mean_previous_duration"])

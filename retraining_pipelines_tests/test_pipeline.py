@@ -1,0 +1,87 @@
+"""The four partitioned assets, end to end on a real Dagster instance with real training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.definitions import defs
+
+from .conftest import TEST_CONFIG, fresh_store
+from .helpers import ASSET_NAMES, failure_messages, materialized, metadata_of, retrain
+
+
+def test_definitions_load_with_one_partition_per_catalog_model_type() -> None:
+    job = defs.resolve_job_def("retrain_model_job")
+    assert job.partitions_def is not None
+    assert job.partitions_def.get_partition_keys() == list(MODEL_TYPES)
+    assert job.executor_def.name == "in_process"
+    graph = defs.resolve_asset_graph()
+    for name in ASSET_NAMES:
+        assert graph.get(dg.AssetKey(name)).partitions_def == job.partitions_def
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_model_type_trains_and_beats_a_naive_baseline(
+    model_type: str, plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    result = retrain(model_type, plant_store, instance)
+    assert result.success, failure_messages(result)
+    for name in ASSET_NAMES:
+        assert materialized(instance, name, model_type)
+    metrics = metadata_of(result, "validation_metrics")
+    spec = get_spec(model_type)
+    assert metrics["accuracy"] > metrics["baseline_accuracy"] + 0.1, metrics
+    assert spec.floor.passes(metrics), (spec.floor.describe(), metrics)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    blocking = {"physical_ranges", "climate_coverage", "feature_nan_share"}
+    assert all(checks[name].passed for name in blocking), checks
+    assert checks["beats_naive_baseline"].passed and checks["quality_floor"].passed
+    samples = metadata_of(result, "training_samples")
+    if spec.task == "classification":  # the warning fires exactly when a class is rare
+        rare = min(samples["class_balance"].values()) * samples["rows"] < 4.5  # counts are integers
+        assert checks["rows_per_class"].passed is not rare
+    assert samples["rows"] >= spec.min_samples
+    assert metadata_of(result, "trained_model")["training_duration"] > 0
+
+
+def test_insufficient_samples_fail_clearly_and_nothing_is_materialized(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    result = retrain("disease", plant_store, instance, {"min_samples": 100_000})
+    assert not result.success
+    available = plant_store.count_samples("disease")
+    assert f"Insufficient samples: {available} < 100000 for disease in last_90d" in failure_messages(result)[0]
+    assert not any(materialized(instance, name, "disease") for name in ASSET_NAMES)
+
+
+def test_bad_time_range_fails_naming_the_field_and_nothing_is_materialized(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    result = retrain("growth_stage", plant_store, instance, {"time_range": "ninety days"})
+    assert not result.success
+    message = failure_messages(result)[0]
+    assert "time_range" in message and "last_<N>d" in message
+    assert not any(materialized(instance, name, "growth_stage") for name in ASSET_NAMES)
+
+
+def test_unknown_model_type_partition_is_refused(plant_store: PlantDataStore, instance: dg.DagsterInstance) -> None:
+    with pytest.raises(dg.DagsterUnknownPartitionError, match="tomato_predictor"):
+        retrain("tomato_predictor", plant_store, instance)
+    assert instance.get_runs() == []
+
+
+def test_faulty_sensors_block_training(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """Too many out-of-range readings fail the blocking check; no model is trained on them."""
+    import dataclasses
+
+    broken = fresh_store(tmp_path, dataclasses.replace(TEST_CONFIG, days=30, units=3, spike_share=0.2))
+    result = retrain("climate_optimizer", broken, instance, {"time_range": "last_30d"})
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["physical_ranges"] is False
+    assert not materialized(instance, "trained_model", "climate_optimizer")
