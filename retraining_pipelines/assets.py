@@ -9,11 +9,21 @@ checks block the run before any training happens on bad data.
 import dagster as dg
 from pydantic import Field
 
-from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
 from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples
-from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.errors import (
+    InsufficientSamplesError,
+    InvalidFieldError,
+    ModelIntegrityError,
+    RegistryError,
+)
 from retraining_pipelines.features import FeatureSet, engineer_features
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.notifications import Notifier, retrained_event
+from retraining_pipelines.promotion import RetrainingResult, decide
+from retraining_pipelines.registry import ModelRegistry, trigger_from_tags
 from retraining_pipelines.training import (
+    TimeSplit,
     TrainedModel,
     naive_baseline,
     time_split,
@@ -144,10 +154,23 @@ def engineered_features(context: dg.AssetExecutionContext, training_samples: Tra
     )
 
 
-@dg.asset(partitions_def=model_type_partitions, group_name=GROUP, kinds={"scikitlearn"})
+@dg.asset(
+    partitions_def=model_type_partitions,
+    group_name=GROUP,
+    kinds={"scikitlearn"},
+    io_manager_key="model_io_manager",
+)
 def trained_model(context: dg.AssetExecutionContext, engineered_features: FeatureSet) -> dg.Output[TrainedModel]:
-    """The catalog's estimator fitted on all but the most recent part of the window."""
-    model = train_model(engineered_features)
+    """The catalog's estimator fitted on all but the most recent part of the window.
+
+    Stored by the registry IO manager as a new CANDIDATE version; `validation_metrics` decides
+    whether it becomes the active one.
+    """
+    split = time_split(engineered_features)
+    model = train_model(engineered_features, split)
+    model.metrics = validate_model(model.estimator, split.X_holdout, split.y_holdout, get_spec(model.model_type))
+    model.trigger = trigger_from_tags(context.run.tags)
+    model.run_id = context.run.run_id
     return dg.Output(
         model,
         metadata={
@@ -155,6 +178,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
             "training_samples": dg.MetadataValue.int(model.training_samples),
             "training_duration": dg.MetadataValue.float(model.training_duration),
             "hyperparameters": dg.MetadataValue.json(model.hyperparameters),
+            "trigger": model.trigger,
         },
     )
 
@@ -165,41 +189,115 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
     kinds={"scikitlearn"},
     check_specs=[
         _check("beats_naive_baseline", "validation_metrics", False,
-               "The model's hold-out accuracy is above a majority-class / mean predictor's."),
+               "The candidate's hold-out accuracy is above a majority-class / mean predictor's."),
         _check("quality_floor", "validation_metrics", False,
                "The catalog's absolute quality floor for this model type is met."),
+        _check("promotion_gate", "validation_metrics", False,
+               "The candidate was promoted: floor met and not more than the tolerance worse than the "
+               "active version on the same hold-out. A failure means the old version stays active."),
     ],
 )
 def validation_metrics(
-    context: dg.AssetExecutionContext, engineered_features: FeatureSet, trained_model: TrainedModel
- ):  # unannotated: with check specs Dagster rejects a MaterializeResult[...] annotation
-    """Hold-out metrics of the trained model, plotted across materializations in the UI."""
+    context: dg.AssetExecutionContext,
+    engineered_features: FeatureSet,
+    trained_model: TrainedModel,
+    model_registry: ModelRegistryResource,
+    notifier: Notifier,
+):  # unannotated: with check specs Dagster rejects a MaterializeResult[...] annotation
+    """The promotion gate: candidate vs active on the same fresh hold-out, then promote or reject.
+
+    Metrics, improvement and the decision are float/bool metadata, so the UI plots accuracy and
+    improvement across versions.
+    """
     spec = get_spec(trained_model.model_type)
     split = time_split(engineered_features)
-    metrics = validate_model(trained_model.estimator, split.X_holdout, split.y_holdout, spec)
+    candidate = validate_model(trained_model.estimator, split.X_holdout, split.y_holdout, spec)
     baseline = naive_baseline(split.y_train, split.y_holdout, spec)
-    metadata = {name: dg.MetadataValue.float(value) for name, value in metrics.items()}
-    metadata["baseline_accuracy"] = dg.MetadataValue.float(baseline["accuracy"])
-    metadata["holdout_rows"] = dg.MetadataValue.int(len(split.y_holdout))
-    metadata["metrics"] = dg.MetadataValue.json(metrics)
+    registry = model_registry.get()
+    champion_version, champion, basis = _champion_metrics(registry, spec.model_type, split, engineered_features, spec)
+    decision = decide(spec, candidate, champion, model_registry.rollback_tolerance_pct)
+    run = {"trigger": trained_model.trigger, "run_id": context.run.run_id}
+    if decision.promote:
+        registry.promote(spec.model_type, trained_model.version, reason=decision.reason, **run)
+    else:
+        registry.reject(spec.model_type, trained_model.version, reason=decision.reason, **run)
+    result = RetrainingResult(
+        model_type=spec.model_type, old_version=champion_version, new_version=trained_model.version,
+        old_metrics=champion or {}, new_metrics=candidate, improvement=decision.improvement,
+        training_samples=trained_model.training_samples, training_duration=trained_model.training_duration,
+        promoted=decision.promote, reason=decision.reason,
+        active_version=registry.get_active_version(spec.model_type), **run,
+    )
+    notifier.send(*retrained_event(result))
+    context.log.info(f"{spec.model_type} v{result.new_version}: {'promoted' if result.promoted else 'rejected'} "
+                     f"- {result.reason}")
     return dg.MaterializeResult(
-        value=metrics,
-        metadata=metadata,
+        value=result.to_dict(),
+        metadata=_result_metadata(result, baseline, basis, len(split.y_holdout)),
         check_results=[
             dg.AssetCheckResult(
                 check_name="beats_naive_baseline",
-                passed=bool(metrics["accuracy"] > baseline["accuracy"]),
+                passed=bool(candidate["accuracy"] > baseline["accuracy"]),
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"accuracy": metrics["accuracy"], "baseline_accuracy": baseline["accuracy"]},
+                metadata={"accuracy": candidate["accuracy"], "baseline_accuracy": baseline["accuracy"]},
             ),
             dg.AssetCheckResult(
                 check_name="quality_floor",
-                passed=spec.floor.passes(metrics),
+                passed=spec.floor.passes(candidate),
                 severity=dg.AssetCheckSeverity.WARN,
                 description=spec.floor.describe(),
             ),
+            dg.AssetCheckResult(
+                check_name="promotion_gate",
+                passed=decision.promote,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=decision.reason,
+                metadata={"active_version": str(result.active_version), "candidate": str(result.new_version)},
+            ),
         ],
     )
+
+
+def _champion_metrics(
+    registry: ModelRegistry, model_type: str, split: TimeSplit, features: FeatureSet, spec: ModelSpec
+) -> tuple[str | None, dict[str, float] | None, str]:
+    """The active version's metrics on the candidate's hold-out (or, if it cannot be, as recorded).
+
+    A MAJOR change means the active model expects other features, and a corrupt artifact cannot
+    be run; in both cases its metrics recorded at registration are the best comparison left.
+    """
+    version = registry.get_active_version(model_type)
+    if version is None:
+        return None, None, "none"
+    try:
+        estimator, record = registry.load_version(model_type, version)
+    except (ModelIntegrityError, RegistryError) as err:
+        return version, registry.get_version(model_type, version).metrics, f"recorded ({err})"
+    if record.feature_names != features.feature_names:
+        return version, record.metrics, "recorded (feature set changed)"
+    return version, validate_model(estimator, split.X_holdout, split.y_holdout, spec), "same hold-out"
+
+
+def _result_metadata(result: RetrainingResult, baseline: dict[str, float], basis: str, holdout_rows: int) -> dict:
+    metadata = {name: dg.MetadataValue.float(value) for name, value in result.new_metrics.items()}
+    if result.improvement is not None:
+        metadata["improvement"] = dg.MetadataValue.float(result.improvement)
+    if result.old_metrics:
+        metadata["old_accuracy"] = dg.MetadataValue.float(result.old_metrics["accuracy"])
+    metadata.update({
+        "baseline_accuracy": dg.MetadataValue.float(baseline["accuracy"]),
+        "holdout_rows": dg.MetadataValue.int(holdout_rows),
+        "promoted": dg.MetadataValue.bool(result.promoted),
+        "new_version": str(result.new_version),
+        "old_version": str(result.old_version),
+        "active_version": str(result.active_version),
+        "reason": result.reason,
+        "compared_on": basis,
+        "training_samples": dg.MetadataValue.int(result.training_samples),
+        "training_duration": dg.MetadataValue.float(result.training_duration),
+        "result": dg.MetadataValue.json(result.to_dict()),
+    })
+    return metadata
 
 
 RETRAIN_ASSETS = [training_samples, engineered_features, trained_model, validation_metrics]

@@ -8,8 +8,9 @@ tolerance) so the spec's relative-improvement and 5 % rollback rules apply to al
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,11 @@ class TrainedModel:
     training_samples: int
     training_duration: float
     hyperparameters: dict[str, Any]
-    holdout_start_ts: int
+    data_fingerprint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    trigger: str = "manual"
+    run_id: str | None = None
+    version: str | None = None  # set once the registry has stored it
 
 
 def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION) -> TimeSplit:
@@ -76,8 +81,15 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None) -> Trained
         training_samples=len(split.y_train),
         training_duration=time.perf_counter() - started,
         hyperparameters=dict(spec.hyperparameters),
-        holdout_start_ts=split.holdout_start_ts,
+        data_fingerprint=data_fingerprint(split.X_train, split.y_train),
     )
+
+
+def data_fingerprint(X: pd.DataFrame, y: pd.Series) -> str:
+    """SHA-256 of the exact training rows, so two versions can be told apart by their data."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    digest.update(pd.util.hash_pandas_object(y.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def validate_model(estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:

@@ -8,6 +8,8 @@ import dagster as dg
 
 from retraining_pipelines.assets import RETRAIN_ASSETS
 from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.notifications import Notifier
 
 ASSET_NAMES = [a.key.to_user_string() for a in RETRAIN_ASSETS]
 
@@ -26,19 +28,36 @@ def retrain(
         RETRAIN_ASSETS,
         partition_key=model_type,
         instance=instance,
-        resources={"plant_store": store, **(resources or {})},
+        resources={**pipeline_resources(store), **(resources or {})},
         run_config=run_config,
         raise_on_error=False,
         tags=tags,
     )
 
 
+def pipeline_resources(store: PlantDataStore, registry_dir: str | None = None, **registry: Any) -> dict[str, Any]:
+    """The definitions' resources, with the test's plant store (registry: DAGSTER_HOME default)."""
+    model_registry = ModelRegistryResource(registry_dir=registry_dir, **registry)
+    return {
+        "plant_store": store,
+        "model_registry": model_registry,
+        "model_io_manager": ModelRegistryIOManager(model_registry=model_registry),
+        "notifier": Notifier(),
+    }
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    return [
-        e.event_specific_data.error.message
-        for e in result.all_events
-        if e.is_step_failure and e.event_specific_data.error is not None
-    ]
+    """Each failed step's error message, with the messages of its causes (Dagster wraps them)."""
+    messages = []
+    for event in result.all_events:
+        if not event.is_step_failure or event.event_specific_data.error is None:
+            continue
+        error, parts = event.event_specific_data.error, []
+        while error is not None:
+            parts.append(error.message)
+            error = error.cause
+        messages.append("\n".join(parts))
+    return messages
 
 
 def materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bool:

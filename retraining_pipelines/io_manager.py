@@ -1,0 +1,89 @@
+"""The registry as Dagster sees it: a resource, and the IO manager that versions `trained_model`.
+
+Every materialization of `trained_model` becomes a new immutable, checksummed CANDIDATE version in
+the registry directory; its version, path and checksum are output metadata in the UI. Loading the
+model for a downstream asset verifies the checksum first.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT
+from retraining_pipelines.registry import DEFAULT_KEEP_ARCHIVED, ModelMetadata, ModelRegistry
+from retraining_pipelines.settings import registry_dir
+from retraining_pipelines.training import TrainedModel
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """Registry settings; `get()` opens the registry."""
+
+    registry_dir: str | None = Field(
+        default=None, description="Registry directory; unset: $MODEL_REGISTRY_DIR, else DAGSTER_HOME/model_registry."
+    )
+    keep_archived: int = Field(default=DEFAULT_KEEP_ARCHIVED, description="Archived/rejected versions kept per model.")
+    rollback_tolerance_pct: float = Field(
+        default=ROLLBACK_TOLERANCE_PCT, description="Reject a candidate more than this % (relative) less accurate."
+    )
+
+    def get(self) -> ModelRegistry:
+        return ModelRegistry(self.registry_dir or registry_dir(), keep_archived=self.keep_archived)
+
+
+class ModelRegistryIOManager(dg.ConfigurableIOManager):
+    """Stores `TrainedModel` outputs as registry versions and loads them back, verified."""
+
+    model_registry: ModelRegistryResource
+
+    def handle_output(self, context: dg.OutputContext, obj: TrainedModel) -> None:
+        record = self.model_registry.get().register_model(
+            context.asset_partition_key,
+            obj.estimator,
+            ModelMetadata(
+                model_type=obj.model_type,
+                feature_names=obj.feature_names,
+                training_samples=obj.training_samples,
+                training_duration=obj.training_duration,
+                performance_metrics=obj.metrics,
+                hyperparameters=obj.hyperparameters,
+                data_fingerprint=obj.data_fingerprint,
+                run_id=obj.run_id,
+                trigger=obj.trigger,
+            ),
+        )
+        context.add_output_metadata({
+            "version": record.version,
+            "status": record.status.value,
+            "path": dg.MetadataValue.path(str(record.path)),
+            "sha256": record.sha256,
+            "size_bytes": dg.MetadataValue.int(record.size_bytes),
+        })
+
+    def load_input(self, context: dg.InputContext) -> TrainedModel:
+        model_type = context.asset_partition_key
+        registry = self.model_registry.get()
+        version = self._materialized_version(context, model_type) or registry.get_latest_version(model_type)
+        estimator, record = registry.load_version(model_type, version)
+        return TrainedModel(
+            model_type=model_type,
+            estimator=estimator,
+            feature_names=record.feature_names,
+            training_samples=record.training_samples,
+            training_duration=record.training_duration,
+            hyperparameters=record.hyperparameters,
+            data_fingerprint=record.data_fingerprint,
+            metrics=record.metrics,
+            trigger=record.trigger,
+            run_id=record.run_id,
+            version=record.version,
+        )
+
+    @staticmethod
+    def _materialized_version(context: dg.InputContext, model_type: str) -> str | None:
+        """The version the latest materialization of this partition wrote (its output metadata)."""
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[model_type]), limit=1
+        ).records
+        if not records:
+            return None
+        entry = records[0].asset_materialization.metadata.get("version")
+        return entry.value if entry is not None else None

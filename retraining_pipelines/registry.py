@@ -1,0 +1,559 @@
+"""The model registry: immutable, checksummed model versions and the one active version per type.
+
+Layout: `<root>/<model_type>/<version>/model.joblib` + `metadata.json`, and `<root>/registry.sqlite`,
+the index and the source of truth. Guarantees:
+
+* Crash safety: a version is written to `<root>/.staging/`, fsynced, then renamed into place and
+  recorded in one SQLite transaction. A directory without an index row is invisible and is
+  cleared when its version number is next allocated.
+* Version numbers are allocated inside `BEGIN IMMEDIATE`, so two retrains (threads or processes)
+  never get the same number.
+* Exactly one ACTIVE version per model type at every instant: a partial unique index forbids
+  two, and every swap archives the old and activates the new in one transaction.
+* Loading reads the artifact's bytes once, checks their SHA-256 against the index, and unpickles
+  those same bytes: a changed or truncated file is refused, never executed.
+* The audit trail is append-only (SQLite triggers reject UPDATE and DELETE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.exceptions import InconsistentVersionWarning
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
+from retraining_pipelines.versioning import BumpType, bump_for_retrain, bump_version, parse_version
+
+ARTIFACT = "model.joblib"
+METADATA = "metadata.json"
+INDEX = "registry.sqlite"
+STAGING = ".staging"
+TRIGGERS = ("manual", "scheduled", "drift", "backfill")
+TRIGGER_TAG = "retraining/trigger"
+DEFAULT_KEEP_ARCHIVED = 10
+_STALE_STAGING_S = 3600
+
+
+class ModelStatus(StrEnum):
+    """Lifecycle of a version. Only ACTIVE is served; PURGED keeps the record, not the file."""
+
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    REJECTED = "rejected"
+    PURGED = "purged"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the caller knows about a model when registering it (the spec's `ModelMetadata`)."""
+
+    model_type: str
+    feature_names: list[str]
+    training_samples: int
+    training_duration: float
+    performance_metrics: dict[str, float] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    run_id: str | None = None
+    trigger: str = "manual"
+    schema_fingerprint: str | None = None  # default: the catalog's current one
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version, as the index records it."""
+
+    model_type: str
+    version: str
+    status: ModelStatus
+    sha256: str
+    size_bytes: int
+    path: Path
+    created_at: str
+    metrics: dict[str, float]
+    feature_names: list[str]
+    training_samples: int
+    training_duration: float
+    hyperparameters: dict[str, Any]
+    schema_fingerprint: str
+    data_fingerprint: str
+    python_version: str
+    sklearn_version: str
+    numpy_version: str
+    run_id: str | None
+    trigger: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["path"] = str(self.path)
+        return out
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: str
+    model_type: str
+    event: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    trigger: str
+    run_id: str | None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    model_type TEXT NOT NULL, version TEXT NOT NULL,
+    major INTEGER NOT NULL, minor INTEGER NOT NULL, patch INTEGER NOT NULL,
+    status TEXT NOT NULL, sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at TEXT NOT NULL,
+    metrics TEXT NOT NULL, feature_names TEXT NOT NULL, training_samples INTEGER NOT NULL,
+    training_duration REAL NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
+    numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
+    PRIMARY KEY (model_type, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, model_type TEXT NOT NULL,
+    event TEXT NOT NULL, from_version TEXT, to_version TEXT, reason TEXT NOT NULL,
+    trigger TEXT NOT NULL, run_id TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""
+_NEWEST_FIRST = "major DESC, minor DESC, patch DESC"
+_ORDER = f"ORDER BY {_NEWEST_FIRST}"
+
+
+def trigger_from_tags(tags: Mapping[str, str]) -> str:
+    """What started a run: our own tag when a schedule, sensor or service set it, else backfill/manual."""
+    if tags.get(TRIGGER_TAG) in TRIGGERS:
+        return tags[TRIGGER_TAG]
+    return "backfill" if "dagster/backfill" in tags else "manual"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class ModelRegistry:
+    """A registry directory. Cheap to construct; every call opens its own SQLite connection."""
+
+    def __init__(self, root: str | os.PathLike[str], keep_archived: int = DEFAULT_KEEP_ARCHIVED) -> None:
+        if not isinstance(keep_archived, int) or keep_archived < 0:
+            raise InvalidFieldError("keep_archived", keep_archived, "a whole number >= 0")
+        self.root = Path(root)
+        self.keep_archived = keep_archived
+        (self.root / STAGING).mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+        self._clear_stale_staging()
+
+    # ------------------------------------------------------------------ connections
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.root / INDEX, timeout=60, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from its first statement."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ registration
+    def register_model(
+        self,
+        model_type: str,
+        model: Any,
+        metadata: ModelMetadata,
+        *,
+        bump: BumpType | None = None,
+        status: ModelStatus = ModelStatus.CANDIDATE,
+    ) -> ModelVersion:
+        """Store `model` as a new immutable version; returns its record.
+
+        The bump is MINOR, or MAJOR when the catalog changed the model's inputs since the last
+        version; pass `bump` to force one. New versions start as CANDIDATE: only the promotion
+        gate (or an explicit `set_model_status`) makes one ACTIVE.
+        """
+        spec = get_spec(model_type)
+        if status not in (ModelStatus.CANDIDATE, ModelStatus.ARCHIVED):
+            raise InvalidFieldError("status", status, "candidate or archived (promote to activate)")
+        if metadata.trigger not in TRIGGERS:
+            raise InvalidFieldError("trigger", metadata.trigger, TRIGGERS)
+        schema = metadata.schema_fingerprint or spec.schema_fingerprint
+        staging = self.root / STAGING / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        try:
+            buffer = io.BytesIO()
+            joblib.dump(model, buffer)
+            payload = buffer.getvalue()
+            _write_synced(staging / ARTIFACT, payload)
+            record = self._commit_version(model_type, staging, payload, metadata, schema, bump, status)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return record
+
+    def _commit_version(
+        self,
+        model_type: str,
+        staging: Path,
+        payload: bytes,
+        meta: ModelMetadata,
+        schema: str,
+        bump: BumpType | None,
+        status: ModelStatus,
+    ) -> ModelVersion:
+        """Allocate the number, move the files into place and index them: one transaction."""
+        with self._transaction() as conn:
+            latest = conn.execute(
+                f"SELECT version, schema_fingerprint FROM versions WHERE model_type = ? {_ORDER} LIMIT 1",
+                (model_type,),
+            ).fetchone()
+            previous = latest["version"] if latest else None
+            version = bump_version(previous, bump or bump_for_retrain(latest and latest["schema_fingerprint"], schema))
+            final = self.root / model_type / version
+            if final.exists():  # left by a crash between rename and commit: never indexed, never seen
+                shutil.rmtree(final)
+            row = {
+                "model_type": model_type, "version": version, "status": status.value,
+                "sha256": hashlib.sha256(payload).hexdigest(), "size_bytes": len(payload),
+                "created_at": _now(), "metrics": json.dumps(meta.performance_metrics),
+                "feature_names": json.dumps(list(meta.feature_names)),
+                "training_samples": int(meta.training_samples), "training_duration": float(meta.training_duration),
+                "hyperparameters": json.dumps(meta.hyperparameters, default=str), "schema_fingerprint": schema,
+                "data_fingerprint": meta.data_fingerprint, "python_version": platform.python_version(),
+                "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
+                "run_id": meta.run_id, "trigger": meta.trigger,
+            }
+            _write_synced(staging / METADATA, json.dumps(row, indent=2).encode())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+            _fsync_dir(final.parent)
+            major, minor, patch = parse_version(version)
+            conn.execute(
+                f"INSERT INTO versions ({', '.join(row)}, major, minor, patch) "
+                f"VALUES ({', '.join('?' * len(row))}, ?, ?, ?)",
+                (*row.values(), major, minor, patch),
+            )
+            self._audit(conn, model_type, "registered", previous, version, "new version registered",
+                        meta.trigger, meta.run_id)
+        return self.get_version(model_type, version)
+
+    # ------------------------------------------------------------------ queries
+    def _record(self, row: sqlite3.Row) -> ModelVersion:
+        return ModelVersion(
+            model_type=row["model_type"], version=row["version"], status=ModelStatus(row["status"]),
+            sha256=row["sha256"], size_bytes=row["size_bytes"],
+            path=self.root / row["model_type"] / row["version"] / ARTIFACT, created_at=row["created_at"],
+            metrics=json.loads(row["metrics"]), feature_names=json.loads(row["feature_names"]),
+            training_samples=row["training_samples"], training_duration=row["training_duration"],
+            hyperparameters=json.loads(row["hyperparameters"]), schema_fingerprint=row["schema_fingerprint"],
+            data_fingerprint=row["data_fingerprint"], python_version=row["python_version"],
+            sklearn_version=row["sklearn_version"], numpy_version=row["numpy_version"],
+            run_id=row["run_id"], trigger=row["trigger"],
+        )
+
+    def list_versions(self, model_type: str | None = None) -> list[ModelVersion]:
+        """Every version (newest first), or those of one model type."""
+        with self._connect() as conn:
+            if model_type is None:
+                rows = conn.execute(f"SELECT * FROM versions ORDER BY model_type, {_NEWEST_FIRST}").fetchall()
+            else:
+                get_spec(model_type)
+                rows = conn.execute(f"SELECT * FROM versions WHERE model_type = ? {_ORDER}", (model_type,)).fetchall()
+        return [self._record(r) for r in rows]
+
+    def get_version(self, model_type: str, version: str) -> ModelVersion:
+        get_spec(model_type)
+        parse_version(version)
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM versions WHERE model_type = ? AND version = ?", (model_type, version)
+            ).fetchone()
+        if row is None:
+            known = [v.version for v in self.list_versions(model_type)] or "none registered yet"
+            raise InvalidFieldError("version", version, known)
+        return self._record(row)
+
+    def get_latest_version(self, model_type: str) -> str | None:
+        """The highest version number ever registered for the model type (any status)."""
+        versions = self.list_versions(model_type)
+        return versions[0].version if versions else None
+
+    def get_active_version(self, model_type: str) -> str | None:
+        get_spec(model_type)
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT version FROM versions WHERE model_type = ? AND status = 'active'", (model_type,)
+            ).fetchone()
+        return row["version"] if row else None
+
+    def get_previous_version(self, model_type: str, current_version: str | None = None) -> str | None:
+        """The newest ARCHIVED version below `current_version` (default: the active one).
+
+        Archived versions are the ones that were served before; rejected candidates never were,
+        so they are never a rollback target.
+        """
+        current = current_version or self.get_active_version(model_type)
+        if current is None:
+            return None
+        key = parse_version(current)
+        for record in self.list_versions(model_type):
+            if record.status == ModelStatus.ARCHIVED and parse_version(record.version) < key:
+                return record.version
+        return None
+
+    def audit_trail(self, model_type: str | None = None) -> list[AuditEntry]:
+        with self._connect() as conn:
+            if model_type is None:
+                rows = conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
+            else:
+                get_spec(model_type)
+                query = "SELECT * FROM audit_log WHERE model_type = ? ORDER BY id"
+                rows = conn.execute(query, (model_type,)).fetchall()
+        return [AuditEntry(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ loading
+    def load_model(self, model_type: str, version: str | None = None, *, allow_version_mismatch: bool = False) -> Any:
+        """The model object of `version` (default: the active one), verified before unpickling."""
+        return self.load_version(model_type, version, allow_version_mismatch=allow_version_mismatch)[0]
+
+    def load_version(
+        self, model_type: str, version: str | None = None, *, allow_version_mismatch: bool = False
+    ) -> tuple[Any, ModelVersion]:
+        if version is None:
+            version = self.get_active_version(model_type)
+            if version is None:
+                raise RegistryError(f"No active version of {model_type} to load; train one first.")
+        record = self.get_version(model_type, version)
+        payload = self._verified_bytes(record)
+        if record.sklearn_version != sklearn.__version__ and not allow_version_mismatch:
+            raise ModelIntegrityError(
+                f"{model_type} v{version} was trained with scikit-learn {record.sklearn_version}, this "
+                f"process has {sklearn.__version__}; retrain it (or load with allow_version_mismatch=True)."
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            try:
+                return joblib.load(io.BytesIO(payload)), record
+            except InconsistentVersionWarning as err:
+                raise ModelIntegrityError(f"{model_type} v{version}: {err}") from err
+
+    def _verified_bytes(self, record: ModelVersion) -> bytes:
+        """The artifact's bytes, only if they are exactly what was registered."""
+        if record.status == ModelStatus.PURGED:
+            raise RegistryError(f"{record.model_type} v{record.version} was purged by retention; its file is gone.")
+        try:
+            payload = record.path.read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"{record.model_type} v{record.version}: {record.path} is missing.") from None
+        digest = hashlib.sha256(payload).hexdigest()
+        if len(payload) != record.size_bytes or digest != record.sha256:
+            raise ModelIntegrityError(
+                f"{record.model_type} v{record.version}: {record.path} does not match the registry "
+                f"(sha256 {digest[:12]}…, {len(payload)} bytes; recorded {record.sha256[:12]}…, "
+                f"{record.size_bytes} bytes). Refusing to load a changed or truncated model."
+            )
+        return payload
+
+    def verify(self, model_type: str, version: str) -> ModelVersion:
+        """Check a version's file against its checksum and that it unpickles; returns its record."""
+        return self.load_version(model_type, version)[1]
+
+    # ------------------------------------------------------------------ status changes
+    def set_model_status(
+        self,
+        model_type: str,
+        version: str,
+        status: ModelStatus | str,
+        *,
+        reason: str = "status set by hand",
+        trigger: str = "manual",
+        run_id: str | None = None,
+    ) -> None:
+        """The spec's `set_model_status`, with the one-active invariant enforced.
+
+        Setting ACTIVE archives the current active version in the same transaction. The active
+        version cannot be moved to another status directly - that would leave none active; use
+        `rollback` or activate another version.
+        """
+        settable = [s.value for s in ModelStatus if s != ModelStatus.PURGED]
+        if status not in settable:
+            raise InvalidFieldError("status", status, settable)
+        status = ModelStatus(status)
+        record = self.get_version(model_type, version)
+        if status == ModelStatus.ACTIVE:
+            self._activate(record, "activated", reason, trigger, run_id)
+            return
+        if record.status == ModelStatus.ACTIVE:
+            raise RegistryError(
+                f"{model_type} v{version} is the active version; activate another version or call "
+                f"rollback() instead of setting it to {status.value} (one version must stay active)."
+            )
+        with self._transaction() as conn:
+            conn.execute("UPDATE versions SET status = ? WHERE model_type = ? AND version = ?",
+                         (status.value, model_type, version))
+            self._audit(conn, model_type, f"set_{status.value}", record.status.value, version, reason, trigger, run_id)
+
+    def promote(self, model_type: str, version: str, *, reason: str, trigger: str = "manual",
+                run_id: str | None = None) -> str | None:
+        """Make `version` ACTIVE (archiving the old one); returns the version it replaced."""
+        return self._activate(self.get_version(model_type, version), "promoted", reason, trigger, run_id)
+
+    def reject(self, model_type: str, version: str, *, reason: str, trigger: str = "manual",
+               run_id: str | None = None) -> None:
+        """Mark a candidate REJECTED: it is kept for inspection but never served."""
+        record = self.get_version(model_type, version)
+        if record.status != ModelStatus.CANDIDATE:
+            raise RegistryError(f"{model_type} v{version} is {record.status.value}; only a candidate can be rejected.")
+        with self._transaction() as conn:
+            conn.execute("UPDATE versions SET status = 'rejected' WHERE model_type = ? AND version = ?",
+                         (model_type, version))
+            active = self._active_in(conn, model_type)
+            self._audit(conn, model_type, "rejected", active, version, reason, trigger, run_id)
+        self._apply_retention(model_type)
+
+    def rollback(
+        self,
+        model_type: str,
+        to_version: str | None = None,
+        *,
+        reason: str = "manual rollback",
+        trigger: str = "manual",
+        run_id: str | None = None,
+    ) -> tuple[str, str]:
+        """Restore the previous version (or `to_version`) as ACTIVE; returns (from, to).
+
+        The target is checked to load and match its checksum before the swap, so a rollback can
+        never leave a broken model active.
+        """
+        current = self.get_active_version(model_type)
+        if current is None:
+            raise RegistryError(f"Nothing to roll back: {model_type} has no active version.")
+        target = to_version or self.get_previous_version(model_type, current)
+        if target is None:
+            raise RegistryError(f"Nothing to roll back to: {model_type} has no archived version older than v{current}.")
+        if target == current:
+            raise RegistryError(f"{model_type} v{target} is already the active version.")
+        record = self.get_version(model_type, target)
+        if record.status not in (ModelStatus.ARCHIVED, ModelStatus.CANDIDATE, ModelStatus.REJECTED):
+            raise RegistryError(f"{model_type} v{target} is {record.status.value} and cannot be restored.")
+        self.verify(model_type, target)
+        self._activate(record, "rolled_back", reason, trigger, run_id)
+        return current, target
+
+    def _activate(self, record: ModelVersion, event: str, reason: str, trigger: str, run_id: str | None) -> str | None:
+        if record.status == ModelStatus.PURGED:
+            raise RegistryError(f"{record.model_type} v{record.version} was purged and cannot be activated.")
+        self._verified_bytes(record)  # never serve a file that is not what was registered
+        with self._transaction() as conn:
+            old = self._active_in(conn, record.model_type)
+            if old == record.version:
+                return old
+            conn.execute("UPDATE versions SET status = 'archived' WHERE model_type = ? AND status = 'active'",
+                         (record.model_type,))
+            conn.execute("UPDATE versions SET status = 'active' WHERE model_type = ? AND version = ?",
+                         (record.model_type, record.version))
+            self._audit(conn, record.model_type, event, old, record.version, reason, trigger, run_id)
+        self._apply_retention(record.model_type)
+        return old
+
+    @staticmethod
+    def _active_in(conn: sqlite3.Connection, model_type: str) -> str | None:
+        row = conn.execute(
+            "SELECT version FROM versions WHERE model_type = ? AND status = 'active'", (model_type,)
+        ).fetchone()
+        return row["version"] if row else None
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, model_type: str, event: str, from_version: str | None,
+               to_version: str | None, reason: str, trigger: str, run_id: str | None) -> None:
+        """Every state change goes through here, inside its transaction: a bad trigger undoes it."""
+        if trigger not in TRIGGERS:
+            raise InvalidFieldError("trigger", trigger, TRIGGERS)
+        conn.execute(
+            "INSERT INTO audit_log (at, model_type, event, from_version, to_version, reason, trigger, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), model_type, event, from_version, to_version, reason, trigger, run_id),
+        )
+
+    # ------------------------------------------------------------------ housekeeping
+    def _apply_retention(self, model_type: str) -> None:
+        """Keep the newest `keep_archived` archived and rejected versions; never the active or previous."""
+        protected = {self.get_active_version(model_type), self.get_previous_version(model_type)}
+        doomed: list[ModelVersion] = []
+        for status in (ModelStatus.ARCHIVED, ModelStatus.REJECTED):
+            same = [v for v in self.list_versions(model_type) if v.status == status and v.version not in protected]
+            doomed += same[self.keep_archived :]
+        if not doomed:
+            return
+        with self._transaction() as conn:
+            for record in doomed:
+                conn.execute("UPDATE versions SET status = 'purged' WHERE model_type = ? AND version = ? "
+                             "AND status = ?", (model_type, record.version, record.status.value))
+                self._audit(conn, model_type, "purged", None, record.version,
+                            f"retention keeps {self.keep_archived} {record.status.value} versions", "manual", None)
+        for record in doomed:
+            shutil.rmtree(record.path.parent, ignore_errors=True)
+
+    def _clear_stale_staging(self) -> None:
+        """Remove staging dirs of registrations that crashed long ago (live ones are recent)."""
+        cutoff = time.time() - _STALE_STAGING_S
+        for entry in (self.root / STAGING).iterdir():
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,257 @@
+"""The model registry: versions, integrity, the one-active invariant, crashes and concurrency."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
+from retraining_pipelines.registry import INDEX, ModelRegistry, ModelStatus
+
+from .registry_workers import metadata, register_many, small_model
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "registry")
+
+
+def _register(registry: ModelRegistry, seed: int = 0, model_type: str = "disease", **meta: object) -> str:
+    return registry.register_model(model_type, small_model(seed), metadata(model_type, **meta)).version
+
+
+def _active_count(root: Path, model_type: str = "disease") -> int:
+    with sqlite3.connect(root / INDEX) as conn:
+        query = "SELECT count(*) FROM versions WHERE model_type = ? AND status = 'active'"
+        return conn.execute(query, (model_type,)).fetchone()[0]
+
+
+def test_versions_start_at_1_0_0_and_bump_minor(registry: ModelRegistry) -> None:
+    assert [_register(registry, i) for i in range(3)] == ["1.0.0", "1.1.0", "1.2.0"]
+    assert registry.get_latest_version("disease") == "1.2.0"
+    assert registry.get_active_version("disease") is None, "registration alone never activates"
+    record = registry.get_version("disease", "1.1.0")
+    assert record.status == ModelStatus.CANDIDATE
+    assert record.path == registry.root / "disease" / "1.1.0" / "model.joblib"
+    assert record.sha256 == hashlib.sha256(record.path.read_bytes()).hexdigest()
+    assert record.sklearn_version and record.numpy_version and record.python_version
+    assert (record.path.parent / "metadata.json").exists()
+
+
+def test_catalog_schema_change_bumps_major(registry: ModelRegistry) -> None:
+    _register(registry)
+    _register(registry, 1)
+    spec = get_spec("disease")
+    changed = dataclasses.replace(spec, features=(*spec.features, "leaf_wetness")).schema_fingerprint
+    assert _register(registry, 2, schema_fingerprint=changed) == "2.0.0"
+    assert _register(registry, 3, schema_fingerprint=changed) == "2.1.0"
+
+
+def test_promote_swaps_atomically_and_keeps_one_active(registry: ModelRegistry) -> None:
+    v1, v2 = _register(registry), _register(registry, 1)
+    assert registry.promote("disease", v1, reason="first") is None
+    assert registry.promote("disease", v2, reason="better") == v1
+    assert registry.get_active_version("disease") == v2
+    assert registry.get_version("disease", v1).status == ModelStatus.ARCHIVED
+    assert registry.get_previous_version("disease") == v1
+    assert _active_count(registry.root) == 1
+
+
+def test_rejected_candidate_leaves_the_active_version_untouched(registry: ModelRegistry) -> None:
+    v1 = _register(registry)
+    registry.promote("disease", v1, reason="first")
+    before = registry.get_version("disease", v1).path.read_bytes()
+    v2 = _register(registry, 1)
+    registry.reject("disease", v2, reason="worse")
+    assert registry.get_active_version("disease") == v1
+    assert registry.get_version("disease", v1).path.read_bytes() == before
+    assert registry.get_previous_version("disease") is None, "a rejected version is never a rollback target"
+    events = [(e.event, e.from_version, e.to_version) for e in registry.audit_trail("disease")]
+    assert ("rejected", v1, v2) in events
+
+
+def test_rollback_restores_the_previous_version_and_is_audited(registry: ModelRegistry) -> None:
+    v1, v2 = _register(registry), _register(registry, 1)
+    registry.promote("disease", v1, reason="first")
+    registry.promote("disease", v2, reason="second", trigger="scheduled", run_id="run-2")
+    assert registry.rollback("disease", reason="bad in production") == (v2, v1)
+    assert registry.get_active_version("disease") == v1
+    assert registry.get_version("disease", v2).status == ModelStatus.ARCHIVED
+    last = registry.audit_trail("disease")[-1]
+    assert (last.event, last.from_version, last.to_version, last.reason) == ("rolled_back", v2, v1, "bad in production")
+    assert registry.rollback("disease", to_version=v2) == (v1, v2), "or to a named version"
+
+
+def test_rollback_with_nothing_to_roll_back_changes_nothing(registry: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match="no active version"):
+        registry.rollback("disease")
+    v1 = _register(registry)
+    registry.promote("disease", v1, reason="first")
+    trail = len(registry.audit_trail())
+    with pytest.raises(RegistryError, match="Nothing to roll back to"):
+        registry.rollback("disease")
+    with pytest.raises(InvalidFieldError, match="version"):
+        registry.rollback("disease", to_version="9.9.9")
+    assert registry.get_active_version("disease") == v1 and len(registry.audit_trail()) == trail
+
+
+def test_active_version_cannot_be_archived_directly(registry: ModelRegistry) -> None:
+    v1 = _register(registry)
+    registry.set_model_status("disease", v1, ModelStatus.ACTIVE)
+    with pytest.raises(RegistryError, match="one version must stay active"):
+        registry.set_model_status("disease", v1, ModelStatus.ARCHIVED)
+    assert registry.get_active_version("disease") == v1
+
+
+def test_the_index_itself_forbids_two_active_versions(registry: ModelRegistry) -> None:
+    v1, v2 = _register(registry), _register(registry, 1)
+    registry.promote("disease", v1, reason="first")
+    with sqlite3.connect(registry.root / INDEX) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE versions SET status = 'active' WHERE version = ?", (v2,))
+
+
+def test_audit_trail_is_append_only(registry: ModelRegistry) -> None:
+    registry.promote("disease", _register(registry), reason="first")
+    with sqlite3.connect(registry.root / INDEX) as conn:
+        for statement in ("UPDATE audit_log SET reason = 'forged'", "DELETE FROM audit_log"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(statement)
+    assert [e.event for e in registry.audit_trail("disease")] == ["registered", "promoted"]
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete"])
+def test_a_file_changed_after_registration_is_refused(registry: ModelRegistry, damage: str) -> None:
+    v1 = _register(registry)
+    registry.promote("disease", v1, reason="first")
+    path = registry.get_version("disease", v1).path
+    data = path.read_bytes()
+    if damage == "flip_byte":
+        path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.unlink()
+    with pytest.raises(ModelIntegrityError, match=r"disease v1\.0\.0"):
+        registry.load_model("disease")
+
+
+def test_a_tampered_version_can_never_become_active(registry: ModelRegistry) -> None:
+    v1, v2 = _register(registry), _register(registry, 1)
+    registry.promote("disease", v1, reason="first")
+    path = registry.get_version("disease", v2).path
+    path.write_bytes(path.read_bytes() + b"evil")
+    with pytest.raises(ModelIntegrityError):
+        registry.promote("disease", v2, reason="should not happen")
+    with pytest.raises(ModelIntegrityError):
+        registry.rollback("disease", to_version=v2)
+    assert registry.get_active_version("disease") == v1
+
+
+def test_scikit_learn_version_mismatch_is_reported_not_ignored(registry: ModelRegistry) -> None:
+    v1 = _register(registry)
+    with sqlite3.connect(registry.root / INDEX) as conn:
+        conn.execute("UPDATE versions SET sklearn_version = '0.24.2' WHERE version = ?", (v1,))
+    with pytest.raises(ModelIntegrityError, match=r"scikit-learn 0\.24\.2"):
+        registry.load_model("disease", v1)
+    assert registry.load_model("disease", v1, allow_version_mismatch=True).predict([[1, 0, 0]]) is not None
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "tomato", "", "disease/../../x"])
+def test_bad_model_types_are_refused_and_nothing_is_written(registry: ModelRegistry, bad: str, tmp_path: Path) -> None:
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(InvalidFieldError, match="model_type"):
+        registry.register_model(bad, small_model(), metadata())
+    for call in (registry.get_active_version, registry.list_versions, registry.rollback):
+        with pytest.raises(InvalidFieldError, match="model_type"):
+            call(bad)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_bad_status_version_and_trigger_change_nothing(registry: ModelRegistry) -> None:
+    v1 = _register(registry)
+    trail = len(registry.audit_trail())
+    with pytest.raises(InvalidFieldError, match="status"):
+        registry.set_model_status("disease", v1, "deployed")
+    with pytest.raises(InvalidFieldError, match="version"):
+        registry.set_model_status("disease", "1.0", ModelStatus.ACTIVE)
+    with pytest.raises(InvalidFieldError, match="trigger"):
+        registry.promote("disease", v1, reason="x", trigger="cosmic_ray")
+    with pytest.raises(InvalidFieldError, match="trigger"):
+        registry.register_model("disease", small_model(), metadata(trigger="cosmic_ray"))
+    assert registry.get_active_version("disease") is None
+    assert len(registry.audit_trail()) == trail and registry.get_latest_version("disease") == v1
+
+
+def test_retention_keeps_the_newest_archived_and_never_active_or_previous(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "r", keep_archived=2)
+    versions = [_register(registry, i) for i in range(6)]
+    for v in versions:
+        registry.promote("disease", v, reason="next")
+    statuses = {r.version: r.status for r in registry.list_versions("disease")}
+    assert statuses["1.5.0"] == ModelStatus.ACTIVE
+    assert [v for v, s in statuses.items() if s == ModelStatus.ARCHIVED] == ["1.4.0", "1.3.0", "1.2.0"]
+    assert [v for v, s in statuses.items() if s == ModelStatus.PURGED] == ["1.1.0", "1.0.0"]
+    assert not (tmp_path / "r" / "disease" / "1.0.0").exists()
+    assert registry.rollback("disease") == ("1.5.0", "1.4.0")
+    with pytest.raises(RegistryError, match="purged"):
+        registry.load_model("disease", "1.0.0")
+
+
+def test_concurrent_threads_get_unique_versions_and_never_two_active(registry: ModelRegistry) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        versions = list(pool.map(lambda i: _register(registry, i), range(12)))
+    assert sorted(versions) == sorted(f"1.{i}.0" for i in range(12))
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(_active_count(registry.root))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda v: registry.promote("disease", v, reason="race"), versions))
+    stop.set()
+    watcher.join()
+    assert max(seen) == 1 and _active_count(registry.root) == 1
+    assert seen[seen.index(1):].count(0) == 0, "once a version is active, one always is"
+
+
+def test_concurrent_processes_get_unique_versions(tmp_path: Path) -> None:
+    root = str(tmp_path / "registry")
+    ModelRegistry(root)
+    with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(register_many, [root] * 3, [4] * 3, [0, 100, 200]))
+    versions = [v for chunk in results for v in chunk]
+    assert len(versions) == len(set(versions)) == 12
+    assert {r.version for r in ModelRegistry(root).list_versions("disease")} == set(versions)
+
+
+@pytest.mark.parametrize("crash_point", ["while_staging", "after_rename"])
+def test_a_process_killed_mid_registration_leaves_a_consistent_registry(tmp_path: Path, crash_point: str) -> None:
+    root = tmp_path / "registry"
+    registry = ModelRegistry(root)
+    v1 = _register(registry)
+    registry.promote("disease", v1, reason="first")
+    child = subprocess.run(
+        [sys.executable, "-m", "retraining_pipelines_tests.registry_workers", str(root), crash_point],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, timeout=120,
+    )
+    assert child.returncode == -9, child.stderr.decode()[-2000:]
+    after = ModelRegistry(root)
+    assert after.get_active_version("disease") == v1
+    assert [r.version for r in after.list_versions("disease")] == [v1], "no half-written version visible"
+    assert after.load_model("disease").predict([[1, 0, 0]]) is not None
+    assert _register(after, 5) == "1.1.0", "the crashed number is reused cleanly"
+    assert after.load_model("disease", "1.1.0") is not None

@@ -1,0 +1,200 @@
+"""The registry inside the pipeline: IO manager, promotion gate, rollback job, notifications."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from retraining_pipelines.assets import RETRAIN_ASSETS
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.generator import generate
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
+from retraining_pipelines.registry import ModelRegistry, ModelStatus
+from retraining_pipelines.rollback import rollback_model_job
+
+from .conftest import TEST_CONFIG
+from .helpers import failure_messages, metadata_of, pipeline_resources, retrain
+from .webhook import webhook_server
+
+MODEL = "disease"
+
+
+@pytest.fixture
+def registry(isolated_dagster_home: Path) -> ModelRegistry:
+    return ModelRegistryResource().get()
+
+
+def _corrupted_store(tmp_path: Path, days_kept_clean: int = 25) -> PlantDataStore:
+    """Same plants, but every disease label older than the hold-out is shuffled: garbage to train on."""
+    data = generate(TEST_CONFIG)
+    obs = data.disease_observations
+    old = obs["ts"] < TEST_CONFIG.end_ts - days_kept_clean * 86400
+    rng = np.random.default_rng(0)
+    obs.loc[old, "disease_type"] = rng.permutation(obs.loc[old, "disease_type"].to_numpy())
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'corrupted.sqlite'}")
+    store.write_frames(data.tables())
+    return store
+
+
+def test_two_retrains_give_1_0_0_then_1_1_0_with_checksummed_artifacts(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    first = retrain(MODEL, plant_store, instance)
+    second = retrain(MODEL, plant_store, instance)
+    assert first.success and second.success
+    out = metadata_of(second, "trained_model")
+    assert out["version"] == "1.1.0"
+    path = Path(out["path"])
+    assert path == registry.root / MODEL / "1.1.0" / "model.joblib"
+    assert out["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    result = metadata_of(second, "validation_metrics")
+    assert (result["old_version"], result["new_version"], result["active_version"]) == ("1.0.0", "1.1.0", "1.1.0")
+    assert result["promoted"] is True and result["compared_on"] == "same hold-out"
+    assert result["improvement"] == pytest.approx(0.0, abs=1e-9), "same data, same model: no change"
+    assert registry.get_active_version(MODEL) == "1.1.0"
+    assert registry.get_version(MODEL, "1.0.0").status == ModelStatus.ARCHIVED
+    record = registry.get_version(MODEL, "1.1.0")
+    assert record.trigger == "manual" and record.run_id == second.run_id
+    assert record.metrics["accuracy"] == pytest.approx(result["accuracy"])
+    assert len(record.data_fingerprint) == 64 and record.hyperparameters["n_estimators"] == 150
+
+
+def test_result_metadata_and_notification_carry_the_spec_figures(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    result = retrain(MODEL, plant_store, instance)
+    spec_result = metadata_of(result, "validation_metrics")["result"]
+    for key in ("model_type", "old_version", "new_version", "old_metrics", "new_metrics", "improvement",
+                "training_samples", "training_duration"):
+        assert key in spec_result
+    event = Notifier().read_log()[-1]
+    assert event["type"] == "model_retrained" and event["new_version"] == "1.0.0"
+    accuracy = spec_result["new_metrics"]["accuracy"]
+    assert event["message"] == f"Model retrained: disease v1.0.0 (accuracy: {accuracy:.2%})"
+
+
+def test_a_degraded_candidate_is_rejected_and_the_active_model_untouched(
+    tmp_path: Path, plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    assert retrain(MODEL, plant_store, instance).success
+    active = registry.get_version(MODEL, "1.0.0")
+    before = (active.path.read_bytes(), active.path.stat().st_mtime_ns)
+    result = retrain(MODEL, _corrupted_store(tmp_path), instance)
+    assert result.success, "a rejection is a normal outcome, not a failed run"
+    meta = metadata_of(result, "validation_metrics")
+    assert meta["promoted"] is False and "worse than the active model" in meta["reason"]
+    assert meta["improvement"] < -5
+    assert registry.get_active_version(MODEL) == "1.0.0"
+    assert registry.get_version(MODEL, "1.1.0").status == ModelStatus.REJECTED
+    assert (active.path.read_bytes(), active.path.stat().st_mtime_ns) == before
+    gate = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["promotion_gate"]
+    assert gate is False
+    assert [(e.event, e.to_version) for e in registry.audit_trail(MODEL)][-1] == ("rejected", "1.1.0")
+    assert Notifier().read_log()[-1]["type"] == "model_rejected"
+
+
+def test_rollback_job_restores_the_previous_version(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    for _ in range(2):
+        assert retrain(MODEL, plant_store, instance).success
+    run = rollback_model_job.execute_in_process(
+        run_config={"ops": {"rollback_model": {"config": {"model_type": MODEL, "reason": "pests misclassified"}}}},
+        resources=pipeline_resources(plant_store), instance=instance,
+    )
+    assert run.success and run.output_for_node("rollback_model") == {
+        "model_type": MODEL, "from_version": "1.1.0", "to_version": "1.0.0"}
+    assert registry.get_active_version(MODEL) == "1.0.0"
+    last = registry.audit_trail(MODEL)[-1]
+    assert (last.event, last.reason, last.run_id) == ("rolled_back", "pests misclassified", run.run_id)
+    assert Notifier().read_log()[-1]["type"] == "model_rolled_back"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [({"model_type": "../../etc"}, "model_type"), ({"model_type": MODEL}, "Nothing to roll back to"),
+     ({"model_type": MODEL, "to_version": "7.0.0"}, "version")],
+)
+def test_rollback_job_bad_input_fails_clearly_and_changes_nothing(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry, config: dict, message: str
+) -> None:
+    assert retrain(MODEL, plant_store, instance).success
+    trail = len(registry.audit_trail())
+    run = rollback_model_job.execute_in_process(
+        run_config={"ops": {"rollback_model": {"config": config}}}, resources=pipeline_resources(plant_store),
+        instance=instance, raise_on_error=False,
+    )
+    assert not run.success and message in failure_messages(run)[0]
+    assert registry.get_active_version(MODEL) == "1.0.0" and len(registry.audit_trail()) == trail
+
+
+def test_the_io_manager_refuses_a_model_changed_on_disk(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    assert retrain(MODEL, plant_store, instance).success
+    path = registry.get_version(MODEL, "1.0.0").path
+    path.write_bytes(path.read_bytes()[:-10])
+    only_validation = dg.materialize(
+        RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL, instance=instance,
+        resources=pipeline_resources(plant_store), raise_on_error=False,
+    )
+    assert not only_validation.success
+    assert "does not match the registry" in failure_messages(only_validation)[0]
+
+
+def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    with webhook_server() as (url, received):
+        resources = {**pipeline_resources(plant_store), "notifier": Notifier(webhook_url=url)}
+        assert retrain(MODEL, plant_store, instance, resources=resources).success
+    assert received[-1]["type"] == "model_retrained" and received[-1]["message"].startswith("Model retrained: disease")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook"  # bound, not listening: connection refused
+        resources = {**pipeline_resources(plant_store), "notifier": Notifier(webhook_url=dead, retries=1)}
+        assert retrain(MODEL, plant_store, instance, resources=resources).success
+    assert Notifier().read_log()[-1]["new_version"] == "1.1.0", "the log still has it"
+
+
+def test_webhook_server_errors_are_retried_then_given_up(isolated_dagster_home: Path) -> None:
+    with webhook_server(status=500) as (url, received):
+        ok = Notifier(webhook_url=url, retries=2).send({"type": "drift_detected", "model_type": MODEL}, "drift")
+    assert ok is False and len(received) == 3
+
+
+def test_failed_runs_are_notified(plant_store: PlantDataStore, instance: dg.DagsterInstance) -> None:
+    failed = retrain(MODEL, plant_store, instance, {"min_samples": 10**6})
+    assert not failed.success
+    failure_event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="retrain_failure_notifier", dagster_event=failure_event, dagster_instance=instance,
+        dagster_run=failed.dagster_run, resources={"notifier": Notifier()},
+    ).for_run_failure()
+    retrain_failure_notifier(context)
+    event = Notifier().read_log()[-1]
+    assert event["type"] == "retrain_failed" and event["model_type"] == MODEL
+    assert "Insufficient samples" in event["error"]
+
+
+def test_backfill_and_scheduled_runs_are_recorded_with_their_trigger(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    assert retrain(MODEL, plant_store, instance, tags={"dagster/backfill": "abc"}).success
+    assert retrain(MODEL, plant_store, instance, tags={"retraining/trigger": "scheduled"}).success
+    assert [registry.get_version(MODEL, v).trigger for v in ("1.0.0", "1.1.0")] == ["backfill", "scheduled"]
+
+
+def test_registry_dir_is_configurable(tmp_path: Path, plant_store: PlantDataStore, instance: dg.DagsterInstance,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(tmp_path / "elsewhere"))
+    assert retrain(MODEL, plant_store, instance).success
+    assert ModelRegistry(tmp_path / "elsewhere").get_active_version(MODEL) == "1.0.0"
+    assert ModelRegistryResource(registry_dir=str(tmp_path / "cfg")).get().root == tmp_path / "cfg"
+    assert (tmp_path / "cfg" / "registry.sqlite").exists()
