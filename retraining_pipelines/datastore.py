@@ -131,6 +131,13 @@ def parse_time_range(time_range: str) -> int:
     return int(match.group(1)) * DAY
 
 
+def check_min_samples(value: object) -> int:
+    """`min_samples` must be a positive whole number (bools are not numbers here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidFieldError("min_samples", value, "a positive integer")
+    return value
+
+
 @dataclass(frozen=True)
 class Window:
     """A half-open time window `[start_ts, end_ts)` in epoch seconds."""
@@ -219,9 +226,7 @@ class PlantDataStore(dg.ConfigurableResource):
         """
         spec = get_spec(model_type)
         window = Window.last(time_range, end)
-        required = spec.min_samples if min_samples is None else min_samples
-        if not isinstance(required, int) or isinstance(required, bool) or required < 1:
-            raise InvalidFieldError("min_samples", min_samples, "a positive integer")
+        required = spec.min_samples if min_samples is None else check_min_samples(min_samples)
         table = LABEL_TABLES[spec.label_table]
         query = (
             sa.select(table, grow_units.c.crop)
@@ -304,3 +309,26 @@ class TrainingSamples:
     def out_of_range_share(self) -> float:
         total = int(self.hourly["n_readings"].sum()) if len(self.hourly) else 0
         return float(self.hourly["n_out_of_range"].sum()) / total if total else 0.0
+
+
+def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
+    """1.0 where a logged prediction was right (classes equal, or within the regression tolerance)."""
+    p = predictions.c
+    if tolerance is None:
+        return sa.case((p.prediction == p.actual, 1.0), else_=0.0)
+    error = sa.func.abs(sa.cast(p.prediction, sa.Float) - sa.cast(p.actual, sa.Float))
+    return sa.case((error <= tolerance, 1.0), else_=0.0)
+
+
+def logged_accuracy(
+    store: PlantDataStore, model_type: str, model_version: str, window: Window, tolerance: float | None
+) -> tuple[float | None, int]:
+    """Accuracy and count of the labelled predictions a version made in the window, aggregated in SQL."""
+    p = predictions.c
+    query = sa.select(sa.func.avg(_prediction_hit(tolerance)), sa.func.count()).where(
+        p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
+        p.ts >= window.start_ts, p.ts < window.end_ts,
+    )
+    with store.engine.connect() as conn:
+        accuracy, count = conn.execute(query).one()
+    return (float(accuracy) if accuracy is not None else None), int(count)

@@ -45,3 +45,7 @@ class ModelIntegrityError(RetrainingError):
 
 class RegistryError(RetrainingError):
     """A registry operation cannot be done in the registry's current state."""
+
+
+class RetrainingSkipped(RetrainingError):
+    """Retraining was not needed (no drift) and was not forced; nothing was run."""

@@ -49,6 +49,7 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 run_id=obj.run_id,
                 trigger=obj.trigger,
             ),
+            reference=obj.reference,
         )
         context.add_output_metadata({
             "version": record.version,

@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 EVENT_TYPES = ("model_retrained", "model_rejected", "model_rolled_back", "retrain_failed", "drift_detected")
 
 
+def rolled_back_event(model_type: str, old: str, new: str, reason: str, trigger: str = "manual",
+                      run_id: str | None = None) -> tuple[dict[str, Any], str]:
+    payload = {"type": "model_rolled_back", "model_type": model_type, "old_version": old, "new_version": new,
+               "reason": reason, "trigger": trigger, "run_id": run_id}
+    return payload, f"Rolled back {model_type}: v{old} → v{new} ({reason})"
+
+
 def retrained_event(result: RetrainingResult) -> tuple[dict[str, Any], str]:
     """The spec's `model_retrained` payload and message (or `model_rejected` when gated out)."""
     new_acc = result.new_metrics.get("accuracy")
@@ -111,7 +118,8 @@ class Notifier(dg.ConfigurableResource):
 def retrain_failure_notifier(context: dg.RunFailureSensorContext, notifier: Notifier) -> None:
     run = context.dagster_run
     model_type = run.tags.get("dagster/partition", "unknown")
-    error = "; ".join(_step_reason(e) for e in context.get_step_failure_events()) or context.failure_event.message
+    steps = context.get_step_failure_events()
+    error = "; ".join(step_failure_reason(e) for e in steps) or context.failure_event.message
     notifier.send(
         {"type": "retrain_failed", "model_type": model_type, "run_id": run.run_id, "job": run.job_name,
          "error": error},
@@ -119,7 +127,7 @@ def retrain_failure_notifier(context: dg.RunFailureSensorContext, notifier: Noti
     )
 
 
-def _step_reason(event: dg.DagsterEvent) -> str:
+def step_failure_reason(event: dg.DagsterEvent) -> str:
     """A failed step's own words: the `Failure` description we raised, else the error message."""
     data = event.step_failure_data
     described = data.user_failure_data.description if data.user_failure_data else None

@@ -37,6 +37,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
 
@@ -46,6 +47,7 @@ from retraining_pipelines.versioning import BumpType, bump_for_retrain, bump_ver
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
+REFERENCE = "reference.csv"  # a sample of the training inputs: data, never unpickled
 INDEX = "registry.sqlite"
 STAGING = ".staging"
 TRIGGERS = ("manual", "scheduled", "drift", "backfill")
@@ -223,8 +225,12 @@ class ModelRegistry:
         *,
         bump: BumpType | None = None,
         status: ModelStatus = ModelStatus.CANDIDATE,
+        reference: pd.DataFrame | None = None,
     ) -> ModelVersion:
         """Store `model` as a new immutable version; returns its record.
+
+        `reference`, a sample of the training inputs, is kept beside the model so drift detection
+        can compare new inputs with what this version learned from.
 
         The bump is MINOR, or MAJOR when the catalog changed the model's inputs since the last
         version; pass `bump` to force one. New versions start as CANDIDATE: only the promotion
@@ -243,6 +249,8 @@ class ModelRegistry:
             joblib.dump(model, buffer)
             payload = buffer.getvalue()
             _write_synced(staging / ARTIFACT, payload)
+            if reference is not None:
+                _write_synced(staging / REFERENCE, reference.to_csv(index=False).encode())
             record = self._commit_version(model_type, staging, payload, metadata, schema, bump, status)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -410,6 +418,11 @@ class ModelRegistry:
                 f"{record.size_bytes} bytes). Refusing to load a changed or truncated model."
             )
         return payload
+
+    def load_reference(self, model_type: str, version: str) -> pd.DataFrame | None:
+        """The training-input sample stored with a version (None when it was registered without one)."""
+        path = self.get_version(model_type, version).path.with_name(REFERENCE)
+        return pd.read_csv(path) if path.exists() else None
 
     def verify(self, model_type: str, version: str) -> ModelVersion:
         """Check a version's file against its checksum and that it unpickles; returns its record."""

@@ -6,7 +6,7 @@ from pydantic import Field
 from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.errors import RetrainingError
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.registry import trigger_from_tags
 
 
@@ -25,9 +25,8 @@ def rollback_model(
         old, new = model_registry.get().rollback(config.model_type, config.to_version, reason=config.reason, **run)
     except RetrainingError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
-    message = f"Rolled back {config.model_type}: v{old} → v{new}"
-    notifier.send({"type": "model_rolled_back", "model_type": config.model_type, "old_version": old,
-                   "new_version": new, "reason": config.reason, **run}, message)
+    payload, message = rolled_back_event(config.model_type, old, new, config.reason, **run)
+    notifier.send(payload, message)
     context.log.warning(message)
     return dg.Output({"model_type": config.model_type, "from_version": old, "to_version": new},
                      metadata={"from_version": old, "to_version": new, "reason": config.reason})

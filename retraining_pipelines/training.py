@@ -23,6 +23,8 @@ from retraining_pipelines.features import FeatureSet
 
 HOLDOUT_FRACTION = 0.2
 MIN_HOLDOUT_ROWS = 10
+#: Training inputs kept with each version as the drift reference (the most recent ones).
+REFERENCE_ROWS = 1000
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TrainedModel:
     trigger: str = "manual"
     run_id: str | None = None
     version: str | None = None  # set once the registry has stored it
+    reference: pd.DataFrame | None = None  # drift reference: recent training inputs
 
 
 def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION) -> TimeSplit:
@@ -82,6 +85,7 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None) -> Trained
         training_duration=time.perf_counter() - started,
         hyperparameters=dict(spec.hyperparameters),
         data_fingerprint=data_fingerprint(split.X_train, split.y_train),
+        reference=split.X_train.tail(REFERENCE_ROWS).reset_index(drop=True),
     )
 
 

@@ -12,6 +12,14 @@ import pytest
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`definitions.py` builds its schedules at import: point it at a throw-away home first."""
+    import os
+    import tempfile
+
+    os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="retraining-tests-home-")
+
+
 #: Small but realistic: 6 grow units x 90 days of 5-minute readings (~150k rows).
 TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC), days=90, units=6, seed=11)
 

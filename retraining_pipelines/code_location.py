@@ -1,0 +1,42 @@
+"""How the code location is built, without building it (importing this has no side effects).
+
+Schedules are built from the job store at load time (so adding or removing a job means reloading
+this code location); the job store is seeded with the spec's recommended jobs on first start.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from retraining_pipelines.assets import RETRAIN_ASSETS, retrain_model_job
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.jobstore import JobStore
+from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
+from retraining_pipelines.rollback import rollback_model_job
+from retraining_pipelines.schedules import build_drift_sensor, build_schedules
+
+
+def default_resources() -> dict[str, Any]:
+    model_registry = ModelRegistryResource()
+    return {
+        "plant_store": PlantDataStore(),
+        "model_registry": model_registry,
+        "model_io_manager": ModelRegistryIOManager(model_registry=model_registry),
+        "notifier": Notifier(),
+    }
+
+
+def build_definitions(job_store: JobStore | None = None, resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """Build the code location from the job store; tests and the service pass their own."""
+    if job_store is None:
+        job_store = JobStore()
+        job_store.seed_defaults_once()
+    return dg.Definitions(
+        assets=RETRAIN_ASSETS,
+        jobs=[retrain_model_job, rollback_model_job],
+        schedules=build_schedules(job_store.list()),
+        sensors=[build_drift_sensor(job_store), retrain_failure_notifier],
+        resources=resources or default_resources(),
+    )
+

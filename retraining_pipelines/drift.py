@@ -1,0 +1,226 @@
+"""Drift detection: is the active model still as accurate as when it was promoted?
+
+`accuracy_drift` is the *relative* drop of accuracy from the baseline (the active version's
+validation accuracy): (baseline - current) / baseline. 0.15 means "15 % less accurate than it
+was", which is how the spec phrases a job's `drift_threshold` ("retrain if accuracy drops
+>15 %"), and the same definition is compared with the threshold everywhere.
+
+No verdict is given on fewer than `min_labelled` labelled predictions (small windows flag drift
+that is noise). Feature drift on the recent inputs needs no labels and is reported alongside:
+per feature a KS test (numeric) or chi-squared test (categorical) with a Bonferroni correction
+when the reference is small, Wasserstein distance over the reference's standard deviation when
+it is large; the dataset drifts when at least half of its features do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+
+from retraining_pipelines.catalog import ModelSpec, get_spec
+from retraining_pipelines.datastore import PlantDataStore, Window, logged_accuracy, predictions
+from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.features import engineer_features
+from retraining_pipelines.registry import ModelRegistry
+
+DEFAULT_THRESHOLD = 0.15
+MIN_LABELLED = 50  # labelled predictions before any accuracy verdict
+MIN_FEATURE_ROWS = 30  # recent inputs before any feature-drift verdict
+DRIFT_WINDOW = "last_7d"
+SMALL_REFERENCE = 1000  # up to this many reference rows: statistical tests, beyond: distances
+P_VALUE = 0.05
+DISTANCE_LIMIT = 0.1
+DATASET_DRIFT_SHARE = 0.5
+Status = Literal["drift", "stable", "insufficient_data", "no_active_model"]
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    test: str  # ks | chi2 | wasserstein
+    statistic: float
+    p_value: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftMetrics:
+    """The spec's drift metrics (`accuracy_drift`, `requires_retraining`) and the evidence."""
+
+    model_type: str
+    model_version: str | None
+    status: Status
+    accuracy_drift: float | None
+    requires_retraining: bool
+    baseline_accuracy: float | None
+    current_accuracy: float | None
+    sample_count: int
+    min_samples: int
+    threshold: float
+    reason: str
+    feature_drift: list[FeatureDrift] = field(default_factory=list)
+    drifted_feature_share: float | None = None
+    dataset_drift: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def accuracy_drift(baseline: float, current: float) -> float:
+    """Relative accuracy drop: 0.80 -> 0.68 is 0.15. Negative when the model got better."""
+    return (baseline - current) / baseline if baseline > 0 else 0.0
+
+
+def prediction_accuracy(spec: ModelSpec, predicted: Sequence[Any], actual: Sequence[Any]) -> float:
+    """Accuracy of logged predictions, by the catalog's definition for the model type."""
+    if spec.task == "classification":
+        return float(np.mean([str(p) == str(a) for p, a in zip(predicted, actual, strict=True)]))
+    error = np.abs(np.asarray(predicted, dtype=float) - np.asarray(actual, dtype=float))
+    return float(np.mean(error <= spec.accuracy_tolerance))
+
+
+class DriftDetector:
+    """Judges the active version of each model type against its own validation accuracy."""
+
+    def __init__(self, registry: ModelRegistry, store: PlantDataStore | None = None,
+                 min_labelled: int = MIN_LABELLED, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.registry = registry
+        self.store = store
+        self.min_labelled = min_labelled
+        self.threshold = threshold
+
+    def check_drift(
+        self,
+        model_type: str,
+        recent_predictions: Sequence[Any],
+        recent_actuals: Sequence[Any],
+        threshold: float | None = None,
+        recent_features: pd.DataFrame | None = None,
+    ) -> DriftMetrics:
+        """The spec's `check_drift`: predictions and actual outcomes in, a verdict out."""
+        if len(recent_predictions) != len(recent_actuals):
+            raise InvalidFieldError("recent_actuals", f"{len(recent_actuals)} values",
+                                    f"one per prediction ({len(recent_predictions)})")
+        spec = get_spec(model_type)
+        current = prediction_accuracy(spec, recent_predictions, recent_actuals) if recent_predictions else None
+        return self._verdict(spec, current, len(recent_predictions), threshold, recent_features)
+
+    def check_logged(
+        self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None,
+        end: datetime | None = None, with_features: bool = True,
+    ) -> DriftMetrics:
+        """Drift of the active version from the prediction log (SQL aggregation) and recent inputs."""
+        if self.store is None:
+            raise InvalidFieldError("store", None, "a PlantDataStore to read the prediction log from")
+        spec = get_spec(model_type)
+        span = Window.last(window, end)
+        version = self.registry.get_active_version(model_type)
+        current, count = (None, 0)
+        if version is not None:
+            current, count = logged_accuracy(self.store, model_type, version, span, spec.accuracy_tolerance)
+        recent = self._recent_features(model_type, window, end) if with_features else None
+        return self._verdict(spec, current, count, threshold, recent)
+
+    def _verdict(self, spec: ModelSpec, current: float | None, count: int, threshold: float | None,
+                 recent_features: pd.DataFrame | None) -> DriftMetrics:
+        threshold = self.threshold if threshold is None else threshold
+        version = self.registry.get_active_version(spec.model_type)
+        common = {"model_type": spec.model_type, "model_version": version, "sample_count": count,
+                  "min_samples": self.min_labelled, "threshold": threshold, "current_accuracy": current}
+        common.update(self._feature_drift_of(spec.model_type, version, recent_features))
+        if version is None:
+            return DriftMetrics(status="no_active_model", accuracy_drift=None, requires_retraining=False,
+                                baseline_accuracy=None, reason=f"{spec.model_type} has no active version yet",
+                                **common)
+        baseline = self.registry.get_version(spec.model_type, version).metrics.get("accuracy")
+        if current is None or count < self.min_labelled:
+            return DriftMetrics(
+                status="insufficient_data", accuracy_drift=None, requires_retraining=False, baseline_accuracy=baseline,
+                reason=f"insufficient data: {count} labelled predictions < {self.min_labelled} needed for a verdict",
+                **common,
+            )
+        drift = accuracy_drift(baseline, current)
+        drifted = drift > threshold
+        reason = (f"accuracy {current:.2%} vs baseline {baseline:.2%}: drift {drift:.3f} "
+                  f"{'>' if drifted else '<='} threshold {threshold:g} (n={count})")
+        return DriftMetrics(status="drift" if drifted else "stable", accuracy_drift=drift, requires_retraining=drifted,
+                            baseline_accuracy=baseline, reason=reason, **common)
+
+    def _feature_drift_of(self, model_type: str, version: str | None, recent: pd.DataFrame | None) -> dict[str, Any]:
+        if version is None or recent is None or len(recent) < MIN_FEATURE_ROWS:
+            return {}
+        reference = self.registry.load_reference(model_type, version)
+        if reference is None:
+            return {}
+        per_feature = feature_drift(reference, recent)
+        share = float(np.mean([f.drifted for f in per_feature])) if per_feature else 0.0
+        return {"feature_drift": per_feature, "drifted_feature_share": share,
+                "dataset_drift": share >= DATASET_DRIFT_SHARE}
+
+    def _recent_features(self, model_type: str, window: str, end: datetime | None) -> pd.DataFrame | None:
+        try:
+            samples = self.store.training_samples(model_type, min_samples=1, time_range=window, end=end)
+        except InsufficientSamplesError:
+            return None
+        return engineer_features(samples).X
+
+
+def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame) -> list[FeatureDrift]:
+    """Per-feature drift of `recent` against `reference` (the columns they share)."""
+    columns = [c for c in reference.columns if c in recent.columns]
+    alpha = P_VALUE / max(len(columns), 1)  # Bonferroni: many features, few false alarms
+    return [_one_feature(c, reference[c].dropna().to_numpy(), recent[c].dropna().to_numpy(), alpha) for c in columns]
+
+
+def _one_feature(name: str, ref: np.ndarray, new: np.ndarray, alpha: float) -> FeatureDrift:
+    if len(ref) == 0 or len(new) == 0:
+        return FeatureDrift(name, "none", 0.0, None, False)
+    if _categorical(ref):
+        categories = np.union1d(ref, new)
+        table = np.array([[np.sum(ref == c) for c in categories], [np.sum(new == c) for c in categories]])
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2:
+            return FeatureDrift(name, "chi2", 0.0, 1.0, False)
+        statistic, p_value, _, _ = chi2_contingency(table)
+        return FeatureDrift(name, "chi2", float(statistic), float(p_value), bool(p_value < alpha))
+    if len(ref) <= SMALL_REFERENCE:
+        result = ks_2samp(ref, new)
+        return FeatureDrift(name, "ks", float(result.statistic), float(result.pvalue), bool(result.pvalue < alpha))
+    scale = float(np.std(ref)) or 1.0
+    distance = wasserstein_distance(ref, new) / scale
+    return FeatureDrift(name, "wasserstein", float(distance), None, bool(distance >= DISTANCE_LIMIT))
+
+
+def _categorical(values: np.ndarray) -> bool:
+    """Whole numbers with at most 10 distinct values (stage, weekday, weekend flag...)."""
+    return bool(np.all(np.mod(values, 1) == 0) and len(np.unique(values)) <= 10)
+
+
+def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_type: str,
+                       time_range: str = "last_14d", end: datetime | None = None) -> int:
+    """Log what the active model predicts for the labelled events of a window, with their outcomes.
+
+    This is what the plant app does in production (predict, later record the actual outcome);
+    the demo and the tests use it to fill the prediction log from generated data.
+    """
+    spec = get_spec(model_type)
+    version = registry.get_active_version(model_type)
+    if version is None:
+        raise InvalidFieldError("model_type", model_type, "a model type with an active version")
+    samples = store.training_samples(model_type, min_samples=1, time_range=time_range, end=end)
+    features = engineer_features(samples)
+    predicted = registry.load_model(model_type, version).predict(features.X)
+    labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)
+    frame = pd.DataFrame({
+        "model_type": model_type, "model_version": version, "ts": features.ts, "unit_id": labels["unit_id"],
+        "inputs_ref": [f"{spec.label_table}:{i}" for i in labels["id"]],
+        "prediction": [str(p) for p in predicted], "actual": [str(a) for a in features.y],
+    })
+    store.write_frames({predictions.name: frame})
+    return len(frame)

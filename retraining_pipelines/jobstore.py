@@ -1,0 +1,224 @@
+"""The job store: retraining jobs users add and remove at run time, validated before they persist.
+
+A job says *when* a model type is retrained: daily / weekly / monthly at a time of day, or
+on_drift past a threshold. The store keeps configuration only; when a job last ran and how it
+ended come from Dagster's own run storage (runs carry a `retraining/job_id` tag), so there is
+one record of every run, not two that can disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.datastore import check_min_samples, parse_time_range
+from retraining_pipelines.errors import InvalidFieldError
+from retraining_pipelines.settings import dagster_home
+
+SCHEDULE_TYPES = ("daily", "weekly", "monthly", "on_drift")
+SCHEDULED = ("daily", "weekly", "monthly")
+DEFAULT_SCHEDULE_TIME = "03:00"  # off-peak, as the spec recommends for a Raspberry Pi
+_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+JOB_ID_TAG = "retraining/job_id"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job definition (what `add_job` stores)."""
+
+    model_type: str
+    schedule_type: str
+    schedule_day: int | None = None
+    schedule_time: str | None = None
+    timezone: str = "UTC"
+    drift_threshold: float | None = None
+    min_samples: int | None = None
+    time_range: str = "last_90d"
+
+    @property
+    def schedule_config(self) -> dict[str, Any]:
+        """The spec's `schedule_config`: what the trigger needs, nothing else."""
+        if self.schedule_type == "on_drift":
+            return {"drift_threshold": self.drift_threshold}
+        config: dict[str, Any] = {"time": self.schedule_time, "timezone": self.timezone}
+        if self.schedule_type == "weekly":
+            config = {"day": self.schedule_day, **config}
+        return config
+
+
+@dataclass(frozen=True)
+class StoredJob(JobSpec):
+    job_id: int = 0
+    enabled: bool = True
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "schedule_config": self.schedule_config}
+
+
+def validate_job(
+    model_type: str,
+    schedule_type: str,
+    schedule_day: int | None = None,
+    schedule_time: str | None = None,
+    drift_threshold: float | None = None,
+    min_samples: int | None = None,
+    timezone: str = "UTC",
+    time_range: str = "last_90d",
+) -> JobSpec:
+    """Check every field against the spec's rules; the first problem raises, naming the field."""
+    spec = get_spec(model_type)
+    if schedule_type not in SCHEDULE_TYPES:
+        raise InvalidFieldError("schedule_type", schedule_type, SCHEDULE_TYPES)
+    _check_day(schedule_type, schedule_day)
+    if schedule_type == "on_drift":
+        if schedule_time is not None:
+            raise InvalidFieldError("schedule_time", schedule_time, "nothing for on_drift jobs (they run on drift)")
+        _check_threshold(drift_threshold)
+    else:
+        if drift_threshold is not None:
+            raise InvalidFieldError("drift_threshold", drift_threshold, "nothing for scheduled jobs (on_drift only)")
+        schedule_time = schedule_time if schedule_time is not None else DEFAULT_SCHEDULE_TIME
+        if not isinstance(schedule_time, str) or not _TIME.match(schedule_time):
+            raise InvalidFieldError("schedule_time", schedule_time, "'HH:MM' from 00:00 to 23:59")
+    if min_samples is not None:
+        check_min_samples(min_samples)
+    _check_timezone(timezone)
+    parse_time_range(time_range)
+    return JobSpec(
+        model_type=model_type, schedule_type=schedule_type, schedule_day=schedule_day,
+        schedule_time=schedule_time if schedule_type != "on_drift" else None, timezone=timezone,
+        drift_threshold=float(drift_threshold) if drift_threshold is not None else None,
+        min_samples=min_samples if min_samples is not None else spec.min_samples, time_range=time_range,
+    )
+
+
+def _check_day(schedule_type: str, day: object) -> None:
+    if schedule_type == "weekly":
+        if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
+            raise InvalidFieldError("schedule_day", day, "0-6 for weekly jobs (0 = Monday, 6 = Sunday)")
+    elif day is not None:
+        raise InvalidFieldError("schedule_day", day, f"nothing for {schedule_type} jobs (weekly only)")
+
+
+def _check_threshold(threshold: object) -> None:
+    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if not number or not 0 < threshold < 1:
+        raise InvalidFieldError(
+            "drift_threshold", threshold, "a number between 0 and 1 (exclusive): the relative accuracy drop"
+        )
+
+
+def _check_timezone(name: object) -> None:
+    try:
+        ZoneInfo(name)  # type: ignore[arg-type]
+    except (ZoneInfoNotFoundError, TypeError, ValueError):
+        raise InvalidFieldError("timezone", name, "an IANA time zone name, e.g. 'UTC' or 'Europe/Madrid'") from None
+
+
+#: The spec's recommended set-up, seeded once on first start; users may remove any of it.
+DEFAULT_JOBS: tuple[JobSpec, ...] = (
+    validate_job("climate_optimizer", "weekly", schedule_day=2, schedule_time="03:00", min_samples=100),
+    validate_job("climate_optimizer", "on_drift", drift_threshold=0.20, min_samples=100),
+    validate_job("disease", "on_drift", drift_threshold=0.15, min_samples=50),
+    validate_job("growth_stage", "weekly", schedule_day=6, schedule_time="03:30"),
+    validate_job("personalized_growth", "monthly", schedule_time="04:00", min_samples=200),
+    validate_job("irrigation_threshold", "on_drift", drift_threshold=0.15),
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id INTEGER PRIMARY KEY AUTOINCREMENT, model_type TEXT NOT NULL, schedule_type TEXT NOT NULL,
+    schedule_day INTEGER, schedule_time TEXT, timezone TEXT NOT NULL, drift_threshold REAL,
+    min_samples INTEGER NOT NULL, time_range TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class JobStore:
+    """SQLite file (default `DAGSTER_HOME/retraining_jobs.sqlite`); every write is one transaction."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else dagster_home() / "retraining_jobs.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def add(self, job: JobSpec) -> int:
+        with self._connect() as conn:
+            return _insert(conn, job)
+
+    def remove(self, job_id: int) -> None:
+        with self._connect() as conn:
+            deleted = conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount
+        if not deleted:
+            raise InvalidFieldError("job_id", job_id, self._ids_text())
+
+    def get(self, job_id: int) -> StoredJob:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise InvalidFieldError("job_id", job_id, self._ids_text())
+        return _job(row)
+
+    def list(self, schedule_type: str | None = None) -> list[StoredJob]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY job_id").fetchall()
+        jobs = [_job(r) for r in rows]
+        return [j for j in jobs if schedule_type is None or j.schedule_type == schedule_type]
+
+    def seed_defaults_once(self, defaults: tuple[JobSpec, ...] = DEFAULT_JOBS) -> bool:
+        """Add the recommended jobs on first start only; a user's removals stay removed."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
+                conn.execute("ROLLBACK")
+                return False
+            conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', ?)", (datetime.now(UTC).isoformat(),))
+            for job in defaults:
+                _insert(conn, job)
+            conn.execute("COMMIT")
+        return True
+
+    def _ids_text(self) -> str:
+        ids = [j.job_id for j in self.list()]
+        return f"an existing job id ({', '.join(map(str, ids))})" if ids else "an existing job id (there are none)"
+
+
+def _insert(conn: sqlite3.Connection, job: JobSpec) -> int:
+    cur = conn.execute(
+        "INSERT INTO jobs (model_type, schedule_type, schedule_day, schedule_time, timezone, "
+        "drift_threshold, min_samples, time_range, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (job.model_type, job.schedule_type, job.schedule_day, job.schedule_time, job.timezone,
+         job.drift_threshold, job.min_samples, job.time_range, datetime.now(UTC).isoformat()),
+    )
+    return int(cur.lastrowid)
+
+
+def _job(row: sqlite3.Row) -> StoredJob:
+    return StoredJob(
+        model_type=row["model_type"], schedule_type=row["schedule_type"], schedule_day=row["schedule_day"],
+        schedule_time=row["schedule_time"], timezone=row["timezone"], drift_threshold=row["drift_threshold"],
+        min_samples=row["min_samples"], time_range=row["time_range"], job_id=row["job_id"],
+        enabled=bool(row["enabled"]), created_at=row["created_at"],
+    )

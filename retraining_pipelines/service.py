@@ -1,0 +1,277 @@
+"""`AutomatedRetrainingService`: the spec's Python API over the Dagster pipeline.
+
+It is a thin facade: jobs go to the job store (and the code location is reloaded so their
+schedules appear), retrains run the same `retrain_model_job` the UI runs - in process, recorded in
+the same Dagster instance - and drift is judged by the same detector the sensor uses.
+`AutomatedRetrainingService()` with no arguments uses the DAGSTER_HOME defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.code_location import build_definitions
+from retraining_pipelines.datastore import PlantDataStore, check_min_samples, parse_time_range
+from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
+from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError, RetrainingSkipped
+from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
+from retraining_pipelines.notifications import Notifier, rolled_back_event, step_failure_reason
+from retraining_pipelines.promotion import RetrainingResult
+from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS
+from retraining_pipelines.schedules import evaluate_drift_jobs, next_run, previous_run
+from retraining_pipelines.settings import dagster_home
+
+logger = logging.getLogger(__name__)
+LOCATION_NAME = "retraining_pipelines"
+WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
+_RELOAD = """mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry { name }
+    ... on PythonError { message }
+  }
+}"""
+
+
+@dataclass(frozen=True)
+class RetrainingJob:
+    """The spec's `RetrainingJob`, plus the job's settings and how its last run ended."""
+
+    job_id: int
+    model_type: str
+    schedule_type: str
+    schedule_config: dict[str, Any]
+    last_run: datetime | None
+    next_run: datetime | None
+    min_samples: int
+    time_range: str
+    last_outcome: str | None = None
+    last_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's JSON shape (times as ISO 8601 UTC with `Z`)."""
+        def stamp(t: datetime | None) -> str | None:
+            return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+        return {"job_id": self.job_id, "model_type": self.model_type, "schedule_type": self.schedule_type,
+                "schedule_config": self.schedule_config, "last_run": stamp(self.last_run),
+                "next_run": stamp(self.next_run), "min_samples": self.min_samples, "time_range": self.time_range,
+                "last_outcome": self.last_outcome}
+
+
+@dataclass(frozen=True)
+class JobExecution:
+    """What `check_and_execute_jobs` did for one job."""
+
+    job_id: int
+    model_type: str
+    trigger: str
+    result: RetrainingResult | None = None
+    skipped: str | None = None
+
+
+class AutomatedRetrainingService:
+    """Schedule, trigger, inspect and roll back retraining - the spec's API."""
+
+    def __init__(
+        self,
+        *,
+        instance: dg.DagsterInstance | None = None,
+        plant_store: PlantDataStore | None = None,
+        model_registry: ModelRegistryResource | None = None,
+        notifier: Notifier | None = None,
+        job_store: JobStore | None = None,
+        webserver_url: str | None = None,
+    ) -> None:
+        self.plant_store = plant_store or PlantDataStore()
+        self.model_registry = model_registry or ModelRegistryResource()
+        self.notifier = notifier or Notifier()
+        self.jobs = job_store or JobStore()
+        self.webserver_url = webserver_url or os.environ.get(WEBSERVER_URL_ENV)
+        self._instance = instance
+
+    # ------------------------------------------------------------------ wiring
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        if self._instance is None:
+            home = os.environ.get("DAGSTER_HOME") or str(dagster_home())
+            self._instance = dg.DagsterInstance.from_config(home)
+        return self._instance
+
+    @property
+    def registry(self):
+        return self.model_registry.get()
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            "plant_store": self.plant_store,
+            "model_registry": self.model_registry,
+            "model_io_manager": ModelRegistryIOManager(model_registry=self.model_registry),
+            "notifier": self.notifier,
+        }
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions(job_store=self.jobs, resources=self.resources())
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(
+        self,
+        model_type: str,
+        schedule_type: str,
+        schedule_day: int | None = None,
+        schedule_time: str | None = None,
+        drift_threshold: float | None = None,
+        min_samples: int | None = None,
+        timezone: str = "UTC",
+        time_range: str = "last_90d",
+    ) -> int:
+        """Register a retraining job; returns its `job_id`. Invalid input stores nothing."""
+        job = validate_job(model_type, schedule_type, schedule_day, schedule_time, drift_threshold, min_samples,
+                           timezone, time_range)
+        job_id = self.jobs.add(job)
+        self.reload_code_location()
+        return job_id
+
+    def remove_job(self, job_id: int) -> None:
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise InvalidFieldError("job_id", job_id, "an integer job id")
+        self.jobs.remove(job_id)
+        self.reload_code_location()
+
+    def get_retraining_schedule(self, now: datetime | None = None) -> list[RetrainingJob]:
+        """Every job with its last run (from Dagster's run history) and next run (from the cron rule)."""
+        return [self._describe(job, now) for job in self.jobs.list()]
+
+    def _describe(self, job: StoredJob, now: datetime | None) -> RetrainingJob:
+        last = self.instance.get_run_records(dg.RunsFilter(tags={JOB_ID_TAG: str(job.job_id)}), limit=1)
+        last_run = last[0].create_timestamp.astimezone(UTC) if last else None
+        run_id = last[0].dagster_run.run_id if last else None
+        return RetrainingJob(
+            job_id=job.job_id, model_type=job.model_type, schedule_type=job.schedule_type,
+            schedule_config=job.schedule_config, last_run=last_run, next_run=next_run(job, now),
+            min_samples=job.min_samples, time_range=job.time_range,
+            last_outcome=self._outcome(job.model_type, last[0].dagster_run) if last else None, last_run_id=run_id,
+        )
+
+    def _outcome(self, model_type: str, run: dg.DagsterRun) -> str:
+        """promoted / rejected for finished retrains, else the run's own status."""
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            for entry in reversed(self.registry.audit_trail(model_type)):
+                if entry.run_id == run.run_id and entry.event in ("promoted", "rejected"):
+                    return entry.event
+        return run.status.value.lower()
+
+    def reload_code_location(self) -> bool:
+        """Ask a running webserver to reload our code location so schedule changes show at once.
+
+        Without a webserver (or when it is unreachable) the change is still stored; the daemon picks
+        it up on its next workspace refresh.
+        """
+        if not self.webserver_url:
+            return False
+        body = json.dumps({"query": _RELOAD, "variables": {"name": LOCATION_NAME}}).encode()
+        request = urllib.request.Request(f"{self.webserver_url.rstrip('/')}/graphql", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.load(response)["data"]["reloadRepositoryLocation"]
+        except (urllib.error.URLError, TimeoutError, OSError, KeyError, ValueError) as err:
+            logger.warning("could not reload code location at %s: %s", self.webserver_url, err)
+            return False
+        return answer.get("__typename") == "WorkspaceLocationEntry"
+
+    # ------------------------------------------------------------------ retraining
+    def retrain_model(
+        self,
+        model_type: str,
+        force: bool = False,
+        min_samples: int | None = None,
+        time_range: str = "last_90d",
+        trigger: str = "manual",
+        tags: dict[str, str] | None = None,
+    ) -> RetrainingResult:
+        """Retrain now. Without `force`, a model whose logged accuracy shows no drift is left alone.
+
+        Raises RetrainingSkipped (no drift), InsufficientSamplesError (too little data: nothing is
+        run) or RetrainingError (the run failed; the active model is untouched).
+        """
+        spec = get_spec(model_type)
+        if trigger not in TRIGGERS:
+            raise InvalidFieldError("trigger", trigger, TRIGGERS)
+        required = spec.min_samples if min_samples is None else check_min_samples(min_samples)
+        parse_time_range(time_range)
+        if not force:
+            metrics = self.check_drift(model_type)
+            if metrics.status == "stable":
+                raise RetrainingSkipped(f"No drift detected for {model_type}: {metrics.reason}. "
+                                        "Pass force=True to retrain anyway.")
+        available = self.plant_store.count_samples(model_type, time_range)
+        if available < required:
+            raise InsufficientSamplesError(model_type, available, required, time_range)
+        run_config = {"ops": {"training_samples": {"config": {"time_range": time_range, "min_samples": required}}}}
+        run = self._execute(spec.model_type, run_config, {TRIGGER_TAG: trigger, **(tags or {})})
+        return RetrainingResult(**run.asset_value("validation_metrics"))
+
+    def _execute(self, model_type: str, run_config: dict[str, Any], tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def("retrain_model_job")
+        run = job.execute_in_process(partition_key=model_type, run_config=run_config, instance=self.instance,
+                                     tags=tags, raise_on_error=False)
+        if not run.success:
+            reasons = "; ".join(step_failure_reason(e) for e in run.get_step_failure_events())
+            raise RetrainingError(f"Retraining {model_type} failed (run {run.run_id}): {reasons}")
+        return run
+
+    def check_drift(self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None) -> DriftMetrics:
+        """Drift of the active version from the prediction log (see `drift.py` for the definition)."""
+        return DriftDetector(self.registry, self.plant_store).check_logged(model_type, window, threshold)
+
+    def check_and_execute_jobs(self, now: datetime | None = None) -> list[JobExecution]:
+        """Run every scheduled job that is due and every drift job whose model drifted, once.
+
+        For deployments without the Dagster daemon (a cron entry can call this) and for tests.
+        A scheduled job is due when a fire time has passed since its last run (or its creation).
+        """
+        now = now or datetime.now(UTC)
+        done = [self._run_if_due(job, now) for job in self.jobs.list() if job.schedule_type in SCHEDULED]
+        evaluation = evaluate_drift_jobs(self.jobs.list("on_drift"), self.instance, self.plant_store, self.registry,
+                                         self.notifier, now=now)
+        for request in evaluation.run_requests:
+            run = self._execute(request.partition_key, request.run_config, dict(request.tags))
+            done.append(JobExecution(int(request.tags[JOB_ID_TAG]), request.partition_key, "drift",
+                                     result=RetrainingResult(**run.asset_value("validation_metrics"))))
+        by_model = {j.model_type: j for j in self.jobs.list("on_drift")}
+        done += [JobExecution(by_model[m].job_id, m, "drift", skipped=why) for m, why in evaluation.skipped.items()]
+        return done
+
+    def _run_if_due(self, job: StoredJob, now: datetime) -> JobExecution:
+        last = self._describe(job, now).last_run or datetime.fromisoformat(job.created_at)
+        fired = previous_run(job, now)
+        if fired is None or fired <= last:
+            return JobExecution(job.job_id, job.model_type, "scheduled",
+                                skipped=f"not due (next run {next_run(job, now)})")
+        try:
+            result = self.retrain_model(job.model_type, force=True, min_samples=job.min_samples,
+                                        time_range=job.time_range, trigger="scheduled",
+                                        tags={JOB_ID_TAG: str(job.job_id)})
+        except InsufficientSamplesError as err:
+            return JobExecution(job.job_id, job.model_type, "scheduled", skipped=str(err))
+        return JobExecution(job.job_id, job.model_type, "scheduled", result=result)
+
+    # ------------------------------------------------------------------ rollback
+    def rollback(self, model_type: str, to_version: str | None = None,
+                 reason: str = "manual rollback") -> tuple[str, str]:
+        """Restore the previous (or a named) version; returns (from_version, to_version)."""
+        old, new = self.registry.rollback(model_type, to_version, reason=reason)
+        self.notifier.send(*rolled_back_event(model_type, old, new, reason))
+        return old, new
