@@ -12,6 +12,7 @@ import pytest
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """`definitions.py` builds its schedules at import: point it at a throw-away home first."""
     import os

@@ -1,0 +1,111 @@
+"""The drift detector: the accuracy_drift definition, the minimum window, feature drift, SQL aggregation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retraining_pipelines.catalog import get_spec
+from retraining_pipelines.datastore import PlantDataStore, Window, logged_accuracy
+from retraining_pipelines.drift import (
+    MIN_LABELLED,
+    DriftDetector,
+    accuracy_drift,
+    feature_drift,
+    prediction_accuracy,
+)
+from retraining_pipelines.errors import InvalidFieldError
+from retraining_pipelines.registry import ModelRegistry
+
+from .registry_workers import metadata, small_model
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.register_model("disease", small_model(), metadata(accuracy=0.80)).version
+    registry.promote("disease", version, reason="first")
+    return registry
+
+
+def _labels(n: int, correct: int) -> tuple[list[str], list[str]]:
+    return ["fungal"] * n, ["fungal"] * correct + ["healthy"] * (n - correct)
+
+
+def test_accuracy_drift_is_the_relative_drop_from_the_validation_accuracy(registry: ModelRegistry) -> None:
+    assert accuracy_drift(0.80, 0.68) == pytest.approx(0.15)
+    metrics = DriftDetector(registry).check_drift("disease", *_labels(100, 60), threshold=0.15)
+    assert metrics.baseline_accuracy == 0.80 and metrics.current_accuracy == pytest.approx(0.60)
+    assert metrics.accuracy_drift == pytest.approx(0.25)
+    assert metrics.requires_retraining and metrics.status == "drift"
+    assert metrics.model_version == "1.0.0" and metrics.sample_count == 100
+
+
+def test_a_small_drop_is_stable(registry: ModelRegistry) -> None:
+    metrics = DriftDetector(registry).check_drift("disease", *_labels(100, 76), threshold=0.15)
+    assert metrics.accuracy_drift == pytest.approx(0.05)
+    assert not metrics.requires_retraining and metrics.status == "stable"
+    assert "<= threshold 0.15" in metrics.reason
+
+
+def test_too_few_labelled_predictions_give_no_verdict(registry: ModelRegistry) -> None:
+    metrics = DriftDetector(registry).check_drift("disease", *_labels(MIN_LABELLED - 1, 0))
+    assert metrics.status == "insufficient_data" and not metrics.requires_retraining
+    assert metrics.accuracy_drift is None
+    assert f"{MIN_LABELLED - 1} labelled predictions < {MIN_LABELLED}" in metrics.reason
+
+
+def test_no_active_model_and_bad_input(tmp_path: Path) -> None:
+    detector = DriftDetector(ModelRegistry(tmp_path / "empty"))
+    assert detector.check_drift("disease", *_labels(100, 10)).status == "no_active_model"
+    with pytest.raises(InvalidFieldError, match="recent_actuals"):
+        detector.check_drift("disease", ["a", "b"], ["a"])
+    with pytest.raises(InvalidFieldError, match="model_type"):
+        detector.check_drift("../etc", [], [])
+
+
+def test_regression_accuracy_uses_the_catalog_tolerance() -> None:
+    spec = get_spec("personalized_growth")
+    predicted, actual = [1.0, 1.0, 1.0, 1.0], [1.1, 1.14, 1.2, 0.5]
+    assert prediction_accuracy(spec, predicted, actual) == 0.5
+
+
+def test_feature_drift_flags_a_shifted_feature_and_not_a_stable_one() -> None:
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"humidity": rng.normal(60, 5, 800), "temperature": rng.normal(22, 2, 800),
+                              "stage_index": rng.integers(0, 4, 800)})
+    recent = pd.DataFrame({"humidity": rng.normal(70, 5, 200), "temperature": rng.normal(22, 2, 200),
+                           "stage_index": rng.integers(2, 6, 200)})
+    result = {f.feature: f for f in feature_drift(reference, recent)}
+    assert result["humidity"].test == "ks" and result["humidity"].drifted
+    assert result["temperature"].test == "ks" and not result["temperature"].drifted
+    assert result["stage_index"].test == "chi2" and result["stage_index"].drifted
+
+
+def test_large_references_use_a_distance_not_a_p_value() -> None:
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"co2": rng.normal(800, 50, 5000)})
+    same = feature_drift(reference, pd.DataFrame({"co2": rng.normal(800, 50, 5000)}))[0]
+    moved = feature_drift(reference, pd.DataFrame({"co2": rng.normal(830, 50, 5000)}))[0]
+    assert same.test == moved.test == "wasserstein"
+    assert not same.drifted and moved.drifted and moved.p_value is None
+
+
+def test_logged_accuracy_in_sql_matches_python(tmp_path: Path) -> None:
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'p.sqlite'}")
+    rows = [("disease", "1.0.0", 100 + i, "fungal", "fungal" if i % 4 else "healthy") for i in range(40)]
+    rows += [("personalized_growth", "1.0.0", 100 + i, str(1.0), str(1.0 + 0.01 * i)) for i in range(40)]
+    rows += [("disease", "0.9.0", 100, "x", "y"),  # another version
+             ("disease", "1.0.0", 100, "fungal", None)]  # not labelled yet
+    store.write_frames({"predictions": pd.DataFrame(rows, columns=["model_type", "model_version", "ts",
+                                                                   "prediction", "actual"])})
+    window = Window(0, 1000, "last_1d")
+    for model_type in ("disease", "personalized_growth"):
+        spec = get_spec(model_type)
+        mine = [r for r in rows if r[0] == model_type and r[1] == "1.0.0" and r[4] is not None]
+        expected = prediction_accuracy(spec, [r[3] for r in mine], [r[4] for r in mine])
+        assert logged_accuracy(store, model_type, "1.0.0", window, spec.accuracy_tolerance) == (
+            pytest.approx(expected), 40)

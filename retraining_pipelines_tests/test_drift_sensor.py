@@ -1,0 +1,176 @@
+"""The drift sensor end to end: generated drift -> logged predictions -> run request -> recovery."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from retraining_pipelines.code_location import build_definitions
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.generator import DriftScenario, PlantData, generate
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
+from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+from retraining_pipelines.schedules import DRIFT_COOLDOWN_ENV
+
+from .conftest import TEST_CONFIG
+from .helpers import metadata_of, pipeline_resources, retrain
+
+MODEL = "disease"
+NOW = TEST_CONFIG.end
+DRIFT_START = NOW - timedelta(days=30)
+
+
+def _split(data: PlantData, at: datetime) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The plant-app rows written before `at`, and those written after (units and plants up front)."""
+    cut = int(at.timestamp())
+    before, after = {}, {}
+    for name, frame in data.tables().items():
+        if "ts" not in frame:
+            before[name], after[name] = frame, frame.iloc[0:0]
+        else:
+            before[name], after[name] = frame[frame["ts"] < cut], frame[frame["ts"] >= cut]
+    return before, after
+
+
+@dataclasses.dataclass
+class World:
+    store: PlantDataStore
+    resources: dict
+    registry: ModelRegistry
+    jobs: JobStore
+    instance: dg.DagsterInstance
+    baseline_accuracy: float
+
+    def sensor(self, cursor: str | None = None) -> dg.SensorResult:
+        defs = build_definitions(job_store=self.jobs, resources=self.resources)
+        sensor = defs.resolve_sensor_def("drift_sensor")
+        with dg.build_sensor_context(instance=self.instance, cursor=cursor, resources=self.resources,
+                                     definitions=defs) as context:
+            return sensor(context)
+
+
+def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance) -> World:
+    """v1.0.0 trained before `DRIFT_START`; then the rest of the data arrives and is predicted by v1."""
+    config = dataclasses.replace(TEST_CONFIG, days=100,
+                                 drift=(DriftScenario("sensor_recalibration", DRIFT_START),) if drift else ())
+    before, after = _split(generate(config), DRIFT_START)
+    store = PlantDataStore(database_url=f"sqlite:///{tmp / 'plant.sqlite'}")
+    store.write_frames(before)
+    resources = {**pipeline_resources(store, registry_dir=str(tmp / "registry")), "notifier": Notifier(
+        log_path=str(tmp / "notifications.jsonl"))}
+    first = retrain(MODEL, store, instance, {"time_range": "last_100d"}, resources=resources)
+    assert first.success
+    store.write_frames(after)
+    registry = resources["model_registry"].get()
+    replay_predictions(store, registry, MODEL, "last_7d")
+    jobs = JobStore(tmp / "jobs.sqlite")
+    jobs.add(validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50, time_range="last_28d"))
+    return World(store, resources, registry, jobs, instance,
+                 metadata_of(first, "validation_metrics")["accuracy"])
+
+
+@pytest.fixture
+def no_cooldown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "0")
+
+
+@pytest.fixture(scope="module")
+def stable_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with dg.instance_for_test() as instance:
+        yield _world(tmp_path_factory.mktemp("stable"), drift=False, instance=instance)
+
+
+def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cooldown: None) -> None:
+    with dg.instance_for_test() as instance:
+        world = _world(tmp_path, drift=True, instance=instance)
+        result = world.sensor()
+        assert len(result.run_requests) == 1, result.skip_reason
+        request = result.run_requests[0]
+        assert request.partition_key == MODEL
+        assert request.tags[TRIGGER_TAG] == "drift" and request.tags[JOB_ID_TAG] == "1"
+        drift = float(request.tags["retraining/accuracy_drift"])
+        current = float(request.tags["retraining/current_accuracy"])
+        assert drift > 0.15 and current < world.baseline_accuracy - 0.1
+
+        observation = result.asset_events[0]
+        assert observation.partition == MODEL and observation.metadata["drift_status"].value == "drift"
+        assert observation.metadata["accuracy_drift"].value == pytest.approx(drift, abs=1e-4)
+        event = Notifier(log_path=str(tmp_path / "notifications.jsonl")).read_log()[-1]
+        assert event["type"] == "drift_detected" and event["job_id"] == 1
+
+        job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def("retrain_model_job")
+        run = job.execute_in_process(partition_key=request.partition_key, run_config=request.run_config,
+                                     tags=request.tags, instance=instance)
+        assert run.success
+        outcome = metadata_of(run, "validation_metrics")
+        assert outcome["promoted"] is True and world.registry.get_active_version(MODEL) == "1.1.0"
+        assert world.registry.get_version(MODEL, "1.1.0").trigger == "drift"
+        # on the drifted window the new model is back within a few points of the pre-drift level,
+        # while the old one, judged on the very same hold-out, is far below it
+        assert outcome["accuracy"] > world.baseline_accuracy - 0.05
+        assert outcome["old_accuracy"] < outcome["accuracy"] - 0.1
+
+        again = world.sensor(cursor=result.cursor)
+        assert again.run_requests == [] and "insufficient data" in again.skip_reason.skip_message
+
+
+def test_the_cursor_stops_a_second_trigger_on_the_same_window(tmp_path: Path, no_cooldown: None) -> None:
+    with dg.instance_for_test() as instance:
+        world = _world(tmp_path, drift=True, instance=instance)
+        first = world.sensor()
+        assert len(first.run_requests) == 1
+        assert json.loads(first.cursor)[MODEL]["version"] == "1.0.0"
+        second = world.sensor(cursor=first.cursor)  # the retrain was not run (or was rejected)
+        assert second.run_requests == [] and "already triggered for v1.0.0" in second.skip_reason.skip_message
+
+
+def test_a_stable_model_is_not_retrained_and_the_reason_has_the_numbers(stable_world: World, no_cooldown: None) -> None:
+    result = stable_world.sensor()
+    assert result.run_requests == []
+    message = result.skip_reason.skip_message
+    assert message.startswith(f"{MODEL}: accuracy") and "<= threshold 0.15" in message and "n=" in message
+    assert result.asset_events[0].metadata["drift_status"].value == "stable"
+
+
+def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldown: None) -> None:
+    with dg.instance_for_test() as instance:
+        world = _world(tmp_path, drift=True, instance=instance)
+        registry_dir = world.resources["model_registry"].registry_dir
+        version = world.registry.get_active_version(MODEL)
+        with world.store.engine.begin() as conn:  # keep only a day of labelled predictions
+            conn.exec_driver_sql("DELETE FROM predictions WHERE ts < ?", (int((NOW - timedelta(days=1)).timestamp()),))
+        result = world.sensor()
+        assert result.run_requests == [] and "insufficient data" in result.skip_reason.skip_message
+        assert ModelRegistryResource(registry_dir=registry_dir).get().get_active_version(MODEL) == version
+
+
+def test_no_drift_retrain_while_one_is_queued_or_just_ran(stable_world: World) -> None:
+    result = stable_world.sensor()  # the default 12 h cool-down: v1 was trained moments ago
+    assert result.run_requests == [] and "within the 12 h cool-down" in result.skip_reason.skip_message
+    queued = dg.DagsterRun(job_name="retrain_model_job", run_id=str(uuid.uuid4()),
+                           status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": MODEL})
+    stable_world.instance.add_run(queued)
+    try:
+        busy = stable_world.sensor()
+        assert "already queued or running" in busy.skip_reason.skip_message
+    finally:
+        stable_world.instance.delete_run(queued.run_id)
+
+
+def test_sensor_with_no_drift_jobs_says_so(tmp_path: Path, plant_store: PlantDataStore) -> None:
+    with dg.instance_for_test() as instance:
+        world = World(plant_store, pipeline_resources(plant_store), ModelRegistry(tmp_path / "r"),
+                      JobStore(tmp_path / "jobs.sqlite"), instance, 0.0)
+        assert world.sensor().skip_reason.skip_message == "no on_drift jobs"
+    assert datetime.now(UTC) > DRIFT_START
