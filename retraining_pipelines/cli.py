@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.errors import RetrainingError
 from retraining_pipelines.generator import GeneratorConfig, demo_config, generate
+from retraining_pipelines.service import AutomatedRetrainingService
 from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, dagster_home
+
+DEFAULT_WEBSERVER = "http://127.0.0.1:3000"  # where `retraining serve` (scripts/run) listens
 
 
 def seed_demo(store: PlantDataStore, config: GeneratorConfig, force: bool = False) -> bool:
@@ -46,6 +52,61 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execvp does not return
 
 
+def _service(args: argparse.Namespace) -> AutomatedRetrainingService:
+    return AutomatedRetrainingService(webserver_url=args.webserver)
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    print(json.dumps({"jobs": [j.to_dict() for j in _service(args).get_retraining_schedule()]}, indent=2))
+    return 0
+
+
+def _cmd_jobs_add(args: argparse.Namespace) -> int:
+    job_id = _service(args).add_job(args.model_type, args.schedule_type, args.day, args.time, args.threshold,
+                                    args.min_samples, args.timezone, args.time_range)
+    print(json.dumps({"job_id": job_id, "message": "Retraining job scheduled"}))
+    return 0
+
+
+def _cmd_jobs_remove(args: argparse.Namespace) -> int:
+    _service(args).remove_job(args.job_id)
+    print(json.dumps({"message": "Retraining job removed"}))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    service = AutomatedRetrainingService()
+    count = replay_predictions(service.plant_store, service.registry, args.model_type, args.time_range)
+    print(f"Logged {count} predictions of the active {args.model_type} model with their outcomes.")
+    print(json.dumps(service.check_drift(args.model_type).to_dict(), indent=2, default=str))
+    return 0
+
+
+def _add_job_commands(sub: argparse._SubParsersAction) -> None:
+    jobs = sub.add_parser("jobs", help="list, add or remove retraining jobs").add_subparsers(dest="jobs", required=True)
+    for name, func in (("list", _cmd_jobs_list), ("add", _cmd_jobs_add), ("remove", _cmd_jobs_remove)):
+        cmd = jobs.add_parser(name)
+        cmd.add_argument("--webserver", default=DEFAULT_WEBSERVER,
+                         help="reload this Dagster webserver's code location after a change")
+        cmd.set_defaults(func=func)
+        if name == "add":
+            cmd.add_argument("model_type")
+            cmd.add_argument("schedule_type", help="daily | weekly | monthly | on_drift")
+            cmd.add_argument("--day", type=int, help="weekly: 0 = Monday .. 6 = Sunday")
+            cmd.add_argument("--time", help="HH:MM (scheduled jobs)")
+            cmd.add_argument("--threshold", type=float, help="on_drift: relative accuracy drop, e.g. 0.15")
+            cmd.add_argument("--min-samples", type=int)
+            cmd.add_argument("--timezone", default="UTC")
+            cmd.add_argument("--time-range", default="last_90d")
+        if name == "remove":
+            cmd.add_argument("job_id", type=int)
+    replay = sub.add_parser("replay-predictions",
+                            help="log the active model's predictions on recent plant data, then check drift")
+    replay.add_argument("model_type")
+    replay.add_argument("--time-range", default="last_7d")
+    replay.set_defaults(func=_cmd_replay)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retraining", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,8 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=_cmd_serve)
+    _add_job_commands(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except RetrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,3 +34,45 @@ def test_seed_demo_command(isolated_dagster_home: Path, capsys) -> None:
     assert "Seeded 1 grow units x 2 days" in capsys.readouterr().out
     assert main(["seed-demo", "--days", "2", "--units", "1"]) == 0
     assert "already has plant data" in capsys.readouterr().out
+
+
+def _no_webserver() -> list[str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return ["--webserver", f"http://127.0.0.1:{s.getsockname()[1]}"]
+
+
+def test_jobs_commands_add_list_and_remove(isolated_dagster_home: Path, capsys) -> None:
+    import json
+
+    assert main(["jobs", "add", "climate_optimizer", "weekly", "--day", "2", "--time", "03:00", *_no_webserver()]) == 0
+    assert json.loads(capsys.readouterr().out) == {"job_id": 1, "message": "Retraining job scheduled"}
+    assert main(["jobs", "list", *_no_webserver()]) == 0
+    listed = json.loads(capsys.readouterr().out)["jobs"]
+    assert listed[0]["schedule_config"]["day"] == 2 and listed[0]["next_run"].endswith("T03:00:00Z")
+    assert main(["jobs", "remove", "1", *_no_webserver()]) == 0
+    assert main(["jobs", "remove", "1", *_no_webserver()]) == 2
+    assert "Invalid job_id: 1" in capsys.readouterr().err
+
+
+def test_jobs_add_with_bad_input_exits_2_naming_the_field(isolated_dagster_home: Path, capsys) -> None:
+    assert main(["jobs", "add", "disease", "weekly", "--day", "9", *_no_webserver()]) == 2
+    assert "Invalid schedule_day: 9. Allowed: 0-6" in capsys.readouterr().err
+    assert main(["jobs", "list", *_no_webserver()]) == 0
+    assert '"jobs": []' in capsys.readouterr().out
+
+
+def test_replay_predictions_logs_and_reports_drift(isolated_dagster_home: Path, plant_db_url: str, capsys,
+                                                   monkeypatch) -> None:
+    from retraining_pipelines import AutomatedRetrainingService
+
+    monkeypatch.setenv("PLANT_DATABASE_URL", plant_db_url)
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:  # this points DAGSTER_HOME at the instance's home meanwhile
+        AutomatedRetrainingService(instance=instance).retrain_model("growth_stage", force=True)
+        assert main(["replay-predictions", "growth_stage", "--time-range", "last_7d"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Logged ") and '"status": "stable"' in out
