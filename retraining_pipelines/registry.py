@@ -470,8 +470,13 @@ class ModelRegistry:
 
     def reject(self, model_type: str, version: str, *, reason: str, trigger: str = "manual",
                run_id: str | None = None) -> None:
-        """Mark a candidate REJECTED: it is kept for inspection but never served."""
+        """Mark a candidate REJECTED: it is kept for inspection but never served.
+
+        Rejecting an already rejected version is a no-op, so re-running the gate from the UI is safe.
+        """
         record = self.get_version(model_type, version)
+        if record.status == ModelStatus.REJECTED:
+            return
         if record.status != ModelStatus.CANDIDATE:
             raise RegistryError(f"{model_type} v{version} is {record.status.value}; only a candidate can be rejected.")
         with self._transaction() as conn:

@@ -78,6 +78,10 @@ def test_rejected_candidate_leaves_the_active_version_untouched(registry: ModelR
     assert registry.get_previous_version("disease") is None, "a rejected version is never a rollback target"
     events = [(e.event, e.from_version, e.to_version) for e in registry.audit_trail("disease")]
     assert ("rejected", v1, v2) in events
+    registry.reject("disease", v2, reason="gate re-run from the UI")
+    assert len(registry.audit_trail("disease")) == len(events), "a second rejection changes nothing"
+    with pytest.raises(RegistryError, match="only a candidate can be rejected"):
+        registry.reject("disease", v1, reason="the active one")
 
 
 def test_rollback_restores_the_previous_version_and_is_audited(registry: ModelRegistry) -> None:
