@@ -21,11 +21,12 @@ from scipy.signal import lfilter
 from retraining_pipelines.crops import CROPS, STAGE_INDEX, STAGES, CropProfile, vpd_kpa
 from retraining_pipelines.errors import InvalidFieldError
 
-DriftKind = Literal["heat_wave", "sensor_recalibration", "new_cultivar", "user_habits"]
+DriftKind = Literal["heat_wave", "season", "sensor_recalibration", "new_cultivar", "user_habits"]
 #: Which kind of shift each scenario produces: covariate shifts move the inputs, concept shifts
 #: change the input -> outcome mechanism.
 DRIFT_KINDS: dict[str, str] = {
     "heat_wave": "covariate",
+    "season": "covariate",  # a cold, damp, darker season arrives early
     "sensor_recalibration": "covariate",
     "new_cultivar": "concept",
     "user_habits": "concept",
@@ -191,6 +192,7 @@ class _Unit:
             + self.rng_climate.normal(0, 1.0)
             + weather
             + 6.0 * self._drift("heat_wave", ts)
+            - 5.0 * self._drift("season", ts)
         )
         humid_spell = _ar1(self.rng_climate, n, 0.985, 9.0)  # the long damp spells fungi love
         humidity = np.clip(
@@ -198,14 +200,16 @@ class _Unit:
             + self.rng_climate.normal(0, 3.0)
             - 1.5 * (temperature - self.crop.temperature_mid)
             + humid_spell
-            - 8.0 * self._drift("heat_wave", ts),
+            - 8.0 * self._drift("heat_wave", ts)
+            + 8.0 * self._drift("season", ts),
             15.0,
             99.0,
         )
         co2_mid = sum(self.crop.co2) / 2
         co2 = (420 + 0.3 * (co2_mid - 420) if self.greenhouse else co2_mid) - 120 * light_frac
         co2 = np.clip(co2 + _ar1(self.rng_climate, n, 0.9, 60.0), 300.0, None)
-        light = light_frac * (45000 if self.greenhouse else 25000)
+        daylight = 45000 * (1 - 0.4 * np.clip(self._drift("season", ts), 0, 1))
+        light = light_frac * (daylight if self.greenhouse else 25000)
         return pd.DataFrame(
             {"ts": ts, "temperature": temperature, "humidity": humidity, "co2": co2,
              "light": light, "hour": hour, "season": season}

@@ -84,6 +84,20 @@ def test_heat_wave_is_a_covariate_shift_from_its_start_date() -> None:
     assert 5.0 < shift < 7.0
 
 
+def test_an_early_season_is_colder_damper_and_darker() -> None:
+    base, cold, start = _with_drift("season")
+    b, c = base.sensor_readings, cold.sensor_readings
+    lo, hi = PHYSICAL_RANGES["temperature"]
+    after_b, after_c = b[(b["ts"] >= start) & b["temperature"].between(lo, hi)], c[
+        (c["ts"] >= start) & c["temperature"].between(lo, hi)]
+    assert 4.0 < after_b["temperature"].mean() - after_c["temperature"].mean() < 6.0
+    assert after_c["humidity"].mean() > after_b["humidity"].mean() + 3
+    greenhouse = cold.grow_units.loc[cold.grow_units["environment"] == "greenhouse", "unit_id"]
+    lit = after_c["unit_id"].isin(greenhouse) & (after_c["light"] > 5000)
+    lit_b = after_b["unit_id"].isin(greenhouse) & (after_b["light"] > 5000)
+    assert after_c.loc[lit, "light"].mean() < 0.8 * after_b.loc[lit_b, "light"].mean()
+
+
 def test_sensor_recalibration_moves_readings_not_outcomes() -> None:
     base, recal, start = _with_drift("sensor_recalibration")
     after_b = base.sensor_readings[base.sensor_readings["ts"] >= start]
