@@ -154,7 +154,12 @@ class Window:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
-    """One engine per URL per process; SQLite gets WAL so readers never block the writer."""
+    """One engine per URL per process, with the schema in place before anyone queries it.
+
+    SQLite gets WAL, so readers never block the writer, and its directory is created.
+    """
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
 
@@ -165,6 +170,7 @@ def _engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+    metadata.create_all(engine)
     return engine
 
 
@@ -185,19 +191,12 @@ class PlantDataStore(dg.ConfigurableResource):
     def engine(self) -> sa.Engine:
         return _engine(self.url)
 
-    def create_schema(self) -> None:
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        metadata.create_all(self.engine)
-
     def is_empty(self) -> bool:
-        self.create_schema()
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sensor_readings.c.ts).limit(1)).first() is None
 
     def write_frames(self, frames: dict[str, pd.DataFrame]) -> None:
         """Append plant-app rows, all tables in one transaction: all land or none do."""
-        self.create_schema()
         with self.engine.begin() as conn:
             for name, frame in frames.items():
                 table = metadata.tables[name]

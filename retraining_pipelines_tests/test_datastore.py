@@ -101,3 +101,11 @@ def test_default_database_lives_under_dagster_home(isolated_dagster_home: Path) 
     assert store.url == f"sqlite:///{isolated_dagster_home / 'plant_data.sqlite'}"
     assert store.is_empty()
     assert (isolated_dagster_home / "plant_data.sqlite").exists()
+
+
+def test_an_empty_database_answers_with_zero_not_an_error(tmp_path: Path) -> None:
+    """A fresh deployment (no plant data yet): schedules see 'insufficient samples', not a crash."""
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'new' / 'plant.sqlite'}")
+    assert store.count_samples("disease") == 0
+    with pytest.raises(InsufficientSamplesError, match="Insufficient samples: 0 < 50 for disease"):
+        store.fetch_samples("disease")
