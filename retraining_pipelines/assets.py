@@ -213,49 +213,70 @@ def validation_metrics(
     split = time_split(engineered_features)
     candidate = validate_model(trained_model.estimator, split.X_holdout, split.y_holdout, spec)
     baseline = naive_baseline(split.y_train, split.y_holdout, spec)
-    registry = model_registry.get()
-    champion_version, champion, basis = _champion_metrics(registry, spec.model_type, split, engineered_features, spec)
-    decision = decide(spec, candidate, champion, model_registry.rollback_tolerance_pct)
-    run = {"trigger": trained_model.trigger, "run_id": context.run.run_id}
-    if decision.promote:
-        registry.promote(spec.model_type, trained_model.version, reason=decision.reason, **run)
-    else:
-        registry.reject(spec.model_type, trained_model.version, reason=decision.reason, **run)
-    result = RetrainingResult(
-        model_type=spec.model_type, old_version=champion_version, new_version=trained_model.version,
-        old_metrics=champion or {}, new_metrics=candidate, improvement=decision.improvement,
-        training_samples=trained_model.training_samples, training_duration=trained_model.training_duration,
-        promoted=decision.promote, reason=decision.reason,
-        active_version=registry.get_active_version(spec.model_type), **run,
-    )
+    result, basis = _gate(model_registry, trained_model, candidate, split, engineered_features, context.run.run_id)
     notifier.send(*retrained_event(result))
     context.log.info(f"{spec.model_type} v{result.new_version}: {'promoted' if result.promoted else 'rejected'} "
                      f"- {result.reason}")
     return dg.MaterializeResult(
         value=result.to_dict(),
         metadata=_result_metadata(result, baseline, basis, len(split.y_holdout)),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="beats_naive_baseline",
-                passed=bool(candidate["accuracy"] > baseline["accuracy"]),
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"accuracy": candidate["accuracy"], "baseline_accuracy": baseline["accuracy"]},
-            ),
-            dg.AssetCheckResult(
-                check_name="quality_floor",
-                passed=spec.floor.passes(candidate),
-                severity=dg.AssetCheckSeverity.WARN,
-                description=spec.floor.describe(),
-            ),
-            dg.AssetCheckResult(
-                check_name="promotion_gate",
-                passed=decision.promote,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=decision.reason,
-                metadata={"active_version": str(result.active_version), "candidate": str(result.new_version)},
-            ),
-        ],
+        check_results=_validation_checks(spec, result, baseline),
     )
+
+
+def _gate(
+    model_registry: ModelRegistryResource,
+    model: TrainedModel,
+    candidate: dict[str, float],
+    split: TimeSplit,
+    features: FeatureSet,
+    run_id: str,
+) -> tuple[RetrainingResult, str]:
+    """Compare with the active version, promote or reject in the registry, and say what happened."""
+    spec = get_spec(model.model_type)
+    registry = model_registry.get()
+    champion_version, champion, basis = _champion_metrics(registry, spec.model_type, split, features, spec)
+    decision = decide(spec, candidate, champion, model_registry.rollback_tolerance_pct)
+    run = {"trigger": model.trigger, "run_id": run_id}
+    if decision.promote:
+        registry.promote(spec.model_type, model.version, reason=decision.reason, **run)
+    else:
+        registry.reject(spec.model_type, model.version, reason=decision.reason, **run)
+    result = RetrainingResult(
+        model_type=spec.model_type, old_version=champion_version, new_version=model.version,
+        old_metrics=champion or {}, new_metrics=candidate, improvement=decision.improvement,
+        training_samples=model.training_samples, training_duration=model.training_duration,
+        promoted=decision.promote, reason=decision.reason,
+        active_version=registry.get_active_version(spec.model_type), **run,
+    )
+    return result, basis
+
+
+def _validation_checks(
+    spec: ModelSpec, result: RetrainingResult, baseline: dict[str, float]
+) -> list[dg.AssetCheckResult]:
+    candidate = result.new_metrics
+    return [
+        dg.AssetCheckResult(
+            check_name="beats_naive_baseline",
+            passed=bool(candidate["accuracy"] > baseline["accuracy"]),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"accuracy": candidate["accuracy"], "baseline_accuracy": baseline["accuracy"]},
+        ),
+        dg.AssetCheckResult(
+            check_name="quality_floor",
+            passed=spec.floor.passes(candidate),
+            severity=dg.AssetCheckSeverity.WARN,
+            description=spec.floor.describe(),
+        ),
+        dg.AssetCheckResult(
+            check_name="promotion_gate",
+            passed=result.promoted,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=result.reason,
+            metadata={"active_version": str(result.active_version), "candidate": str(result.new_version)},
+        ),
+    ]
 
 
 def _champion_metrics(
