@@ -12,7 +12,7 @@ from pathlib import Path
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
 from retraining_pipelines.errors import RetrainingError
-from retraining_pipelines.generator import GeneratorConfig, demo_config, generate
+from retraining_pipelines.generator import DRIFT_KINDS, GeneratorConfig, demo_config, generate
 from retraining_pipelines.service import AutomatedRetrainingService
 from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, dagster_home
 
@@ -29,7 +29,7 @@ def seed_demo(store: PlantDataStore, config: GeneratorConfig, force: bool = Fals
 
 def _cmd_seed(args: argparse.Namespace) -> int:
     store = PlantDataStore()
-    config = demo_config(days=args.days, units=args.units)
+    config = demo_config(days=args.days, units=args.units, drift=args.drift, drift_days_ago=args.drift_days_ago)
     if seed_demo(store, config, force=args.force):
         print(f"Seeded {args.units} grow units x {args.days} days of demo plant data into {store.url}")
     else:
@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--days", type=int, default=180)
     seed.add_argument("--units", type=int, default=12)
     seed.add_argument("--force", action="store_true", help="write even if data exists")
+    seed.add_argument("--drift", choices=sorted(DRIFT_KINDS), help="switch on a drift scenario")
+    seed.add_argument("--drift-days-ago", type=float, default=10, help="when the drift starts")
     seed.set_defaults(func=_cmd_seed)
     serve = sub.add_parser("serve", help="run the Dagster UI and daemon (seeds demo data first)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -98,9 +98,12 @@ class PlantData:
         return dict(vars(self))
 
 
-def demo_config(days: int = 180, units: int = 12) -> GeneratorConfig:
-    """The data the run command seeds on first start: half a year, up to now."""
-    return GeneratorConfig(end=datetime.now(UTC), days=days, units=units)
+def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None,
+                drift_days_ago: float = 10) -> GeneratorConfig:
+    """The data the run command seeds on first start: half a year up to now, optionally drifting."""
+    end = datetime.now(UTC)
+    scenarios = (DriftScenario(drift, end - timedelta(days=drift_days_ago)),) if drift else ()
+    return GeneratorConfig(end=end, days=days, units=units, drift=scenarios)
 
 
 def generate(config: GeneratorConfig) -> PlantData:

@@ -76,3 +76,24 @@ def test_replay_predictions_logs_and_reports_drift(isolated_dagster_home: Path, 
         assert main(["replay-predictions", "growth_stage", "--time-range", "last_7d"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Logged ") and '"status": "stable"' in out
+
+
+def test_seed_demo_can_switch_on_a_drift_scenario(isolated_dagster_home: Path) -> None:
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from retraining_pipelines.generator import GeneratorConfig, generate
+
+    assert main(["seed-demo", "--days", "6", "--units", "2", "--drift", "sensor_recalibration",
+                 "--drift-days-ago", "3"]) == 0
+    with PlantDataStore().engine.connect() as conn:
+        seeded = pd.read_sql(sa.text("select unit_id, ts, humidity from sensor_readings"), conn)
+    end_ts = (int(seeded["ts"].max()) // 3600 + 1) * 3600  # the demo's end, recovered from its data
+    plain = generate(GeneratorConfig(end=datetime.fromtimestamp(end_ts, UTC), days=6, units=2)).sensor_readings
+    both = seeded.merge(plain, on=["unit_id", "ts"], suffixes=("_drift", "_plain"))
+    assert len(both) == len(seeded)
+    late = both["ts"] >= end_ts - 3 * 86400 + 3600
+    shift = both["humidity_drift"] - both["humidity_plain"]
+    assert (shift[~late & (both["ts"] < end_ts - 3 * 86400 - 3600)] == 0).all()
+    assert shift[late].mean() > 8, "the recalibrated humidity sensors read about 10 points high"
