@@ -29,7 +29,8 @@ def seed_demo(store: PlantDataStore, config: GeneratorConfig, force: bool = Fals
 
 def _cmd_seed(args: argparse.Namespace) -> int:
     store = PlantDataStore()
-    config = demo_config(days=args.days, units=args.units, drift=args.drift, drift_days_ago=args.drift_days_ago)
+    config = demo_config(days=args.days, units=args.units, drift=args.drift, drift_days_ago=args.drift_days_ago,
+                         drift_magnitude=args.drift_magnitude)
     if seed_demo(store, config, force=args.force):
         print(f"Seeded {args.units} grow units x {args.days} days of demo plant data into {store.url}")
     else:
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--force", action="store_true", help="write even if data exists")
     seed.add_argument("--drift", choices=sorted(DRIFT_KINDS), help="switch on a drift scenario")
     seed.add_argument("--drift-days-ago", type=float, default=10, help="when the drift starts")
+    seed.add_argument("--drift-magnitude", type=float, default=1.0, help="scales the drift's size")
     seed.set_defaults(func=_cmd_seed)
     serve = sub.add_parser("serve", help="run the Dagster UI and daemon (seeds demo data first)")
     serve.add_argument("--host", default="127.0.0.1")

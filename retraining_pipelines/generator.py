@@ -99,10 +99,11 @@ class PlantData:
 
 
 def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None,
-                drift_days_ago: float = 10) -> GeneratorConfig:
+                drift_days_ago: float = 10, drift_magnitude: float = 1.0) -> GeneratorConfig:
     """The data the run command seeds on first start: half a year up to now, optionally drifting."""
     end = datetime.now(UTC)
-    scenarios = (DriftScenario(drift, end - timedelta(days=drift_days_ago)),) if drift else ()
+    start = end - timedelta(days=drift_days_ago)
+    scenarios = (DriftScenario(drift, start, drift_magnitude),) if drift else ()
     return GeneratorConfig(end=end, days=days, units=units, drift=scenarios)
 
 

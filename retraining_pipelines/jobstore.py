@@ -124,14 +124,16 @@ def _check_timezone(name: object) -> None:
         raise InvalidFieldError("timezone", name, "an IANA time zone name, e.g. 'UTC' or 'Europe/Madrid'") from None
 
 
+#: After drift the recent past is what a model must learn, so the seeded safety nets retrain on it.
+DRIFT_TIME_RANGE = "last_30d"
 #: The spec's recommended set-up, seeded once on first start; users may remove any of it.
 DEFAULT_JOBS: tuple[JobSpec, ...] = (
     validate_job("climate_optimizer", "weekly", schedule_day=2, schedule_time="03:00", min_samples=100),
-    validate_job("climate_optimizer", "on_drift", drift_threshold=0.20, min_samples=100),
-    validate_job("disease", "on_drift", drift_threshold=0.15, min_samples=50),
+    validate_job("climate_optimizer", "on_drift", drift_threshold=0.20, min_samples=100, time_range=DRIFT_TIME_RANGE),
+    validate_job("disease", "on_drift", drift_threshold=0.15, min_samples=50, time_range=DRIFT_TIME_RANGE),
     validate_job("growth_stage", "weekly", schedule_day=6, schedule_time="03:30"),
     validate_job("personalized_growth", "monthly", schedule_time="04:00", min_samples=200),
-    validate_job("irrigation_threshold", "on_drift", drift_threshold=0.15),
+    validate_job("irrigation_threshold", "on_drift", drift_threshold=0.15, time_range=DRIFT_TIME_RANGE),
 )
 
 _SCHEMA = """
