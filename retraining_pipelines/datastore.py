@@ -25,6 +25,9 @@ from retraining_pipelines.settings import plant_database_url
 
 HOUR = 3600
 DAY = 86400
+#: Longest trailing aggregate a feature uses (72 h), and the furthest back growth models look.
+CLIMATE_LOOKBACK_S = 72 * HOUR
+MAX_LOOKBACK_S = 365 * DAY
 #: Readings outside these are sensor faults: excluded from averages, counted for data quality.
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (-20.0, 60.0),
@@ -152,6 +155,15 @@ class Window:
         return cls(end_ts - parse_time_range(time_range), end_ts, time_range)
 
 
+def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
+    """1.0 where a logged prediction was right (classes equal, or within the regression tolerance)."""
+    p = predictions.c
+    if tolerance is None:
+        return sa.case((p.prediction == p.actual, 1.0), else_=0.0)
+    error = sa.func.abs(sa.cast(p.prediction, sa.Float) - sa.cast(p.actual, sa.Float))
+    return sa.case((error <= tolerance, 1.0), else_=0.0)
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
     """One engine per URL per process, with the schema in place before anyone queries it.
@@ -262,6 +274,19 @@ class PlantDataStore(dg.ConfigurableResource):
         )
         return self._read(query)
 
+    def logged_accuracy(
+        self, model_type: str, model_version: str, window: Window, tolerance: float | None
+    ) -> tuple[float | None, int]:
+        """Accuracy and count of a version's labelled predictions in the window, aggregated in SQL."""
+        p = predictions.c
+        query = sa.select(sa.func.avg(_prediction_hit(tolerance)), sa.func.count()).where(
+            p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
+            p.ts >= window.start_ts, p.ts < window.end_ts,
+        )
+        with self.engine.connect() as conn:
+            accuracy, count = conn.execute(query).one()
+        return (float(accuracy) if accuracy is not None else None), int(count)
+
     def fetch_plants(self, plant_ids: list[int] | None = None) -> pd.DataFrame:
         query = sa.select(plants)
         if plant_ids is not None:
@@ -276,10 +301,10 @@ class PlantDataStore(dg.ConfigurableResource):
         end: datetime | None = None,
     ) -> TrainingSamples:
         """Labels plus the hourly climate and plants their features are computed from."""
+        end = end or datetime.now(UTC)  # one "now" for labels and climate alike
         window = Window.last(time_range, end)
         labels = self.fetch_samples(model_type, min_samples, time_range, end)
-        plant_ids = sorted(labels["plant_id"].unique().tolist()) if "plant_id" in labels else []
-        plant_rows = self.fetch_plants(plant_ids) if plant_ids else self.fetch_plants([])
+        plant_rows = self.fetch_plants(sorted(labels["plant_id"].unique().tolist()) if "plant_id" in labels else [])
         start = window.start_ts - CLIMATE_LOOKBACK_S
         if get_spec(model_type).label_table == "growth_observations" and len(plant_rows):
             # thermal time since planting needs the climate from the oldest planting on
@@ -287,11 +312,6 @@ class PlantDataStore(dg.ConfigurableResource):
         units = sorted(labels["unit_id"].unique().tolist())
         hourly = self.fetch_hourly_climate(units, start, window.end_ts)
         return TrainingSamples(model_type, window, labels, hourly, plant_rows)
-
-
-#: Longest trailing aggregate a feature uses (72 h), and the furthest back growth models look.
-CLIMATE_LOOKBACK_S = 72 * HOUR
-MAX_LOOKBACK_S = 365 * DAY
 
 
 @dataclass
@@ -308,26 +328,3 @@ class TrainingSamples:
     def out_of_range_share(self) -> float:
         total = int(self.hourly["n_readings"].sum()) if len(self.hourly) else 0
         return float(self.hourly["n_out_of_range"].sum()) / total if total else 0.0
-
-
-def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
-    """1.0 where a logged prediction was right (classes equal, or within the regression tolerance)."""
-    p = predictions.c
-    if tolerance is None:
-        return sa.case((p.prediction == p.actual, 1.0), else_=0.0)
-    error = sa.func.abs(sa.cast(p.prediction, sa.Float) - sa.cast(p.actual, sa.Float))
-    return sa.case((error <= tolerance, 1.0), else_=0.0)
-
-
-def logged_accuracy(
-    store: PlantDataStore, model_type: str, model_version: str, window: Window, tolerance: float | None
-) -> tuple[float | None, int]:
-    """Accuracy and count of the labelled predictions a version made in the window, aggregated in SQL."""
-    p = predictions.c
-    query = sa.select(sa.func.avg(_prediction_hit(tolerance)), sa.func.count()).where(
-        p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
-        p.ts >= window.start_ts, p.ts < window.end_ts,
-    )
-    with store.engine.connect() as conn:
-        accuracy, count = conn.execute(query).one()
-    return (float(accuracy) if accuracy is not None else None), int(count)

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.datastore import PlantDataStore, Window, logged_accuracy, predictions
+from retraining_pipelines.datastore import PlantDataStore, Window, predictions
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.registry import ModelRegistry
@@ -123,7 +123,7 @@ class DriftDetector:
         version = self.registry.get_active_version(model_type)
         current, count = (None, 0)
         if version is not None:
-            current, count = logged_accuracy(self.store, model_type, version, span, spec.accuracy_tolerance)
+            current, count = self.store.logged_accuracy(model_type, version, span, spec.accuracy_tolerance)
         recent = self._recent_features(model_type, window, end) if with_features else None
         return self._verdict(spec, current, count, threshold, recent)
 

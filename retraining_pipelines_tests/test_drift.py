@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.datastore import PlantDataStore, Window, logged_accuracy
+from retraining_pipelines.datastore import PlantDataStore, Window
 from retraining_pipelines.drift import (
     MIN_LABELLED,
     DriftDetector,
@@ -107,5 +107,5 @@ def test_logged_accuracy_in_sql_matches_python(tmp_path: Path) -> None:
         spec = get_spec(model_type)
         mine = [r for r in rows if r[0] == model_type and r[1] == "1.0.0" and r[4] is not None]
         expected = prediction_accuracy(spec, [r[3] for r in mine], [r[4] for r in mine])
-        assert logged_accuracy(store, model_type, "1.0.0", window, spec.accuracy_tolerance) == (
+        assert store.logged_accuracy(model_type, "1.0.0", window, spec.accuracy_tolerance) == (
             pytest.approx(expected), 40)
