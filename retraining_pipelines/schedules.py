@@ -95,8 +95,9 @@ def schedule_name(job: StoredJob) -> str:
     return f"retrain_{job.model_type}_{job.schedule_type}_job{job.job_id}"
 
 
-def samples_run_config(job: JobSpec) -> dict[str, Any]:
-    return {"ops": {"training_samples": {"config": {"time_range": job.time_range, "min_samples": job.min_samples}}}}
+def samples_run_config(time_range: str, min_samples: int) -> dict[str, Any]:
+    """Run config of `retrain_model_job` (the `training_samples` asset's `SamplesConfig`)."""
+    return {"ops": {"training_samples": {"config": {"time_range": time_range, "min_samples": min_samples}}}}
 
 
 def default_status() -> tuple[dg.DefaultScheduleStatus, dg.DefaultSensorStatus]:
@@ -114,7 +115,7 @@ def scheduled_request(job: StoredJob, store: PlantDataStore, scheduled_time: dat
     return dg.RunRequest(
         run_key=f"{schedule_name(job)}:{scheduled_time.isoformat()}",
         partition_key=job.model_type,
-        run_config=samples_run_config(job),
+        run_config=samples_run_config(job.time_range, job.min_samples),
         tags={TRIGGER_TAG: "scheduled", JOB_ID_TAG: str(job.job_id)},
     )
 
@@ -247,7 +248,7 @@ def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window) -> dg.Ru
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}",
         partition_key=job.model_type,
-        run_config=samples_run_config(job),
+        run_config=samples_run_config(job.time_range, job.min_samples),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),

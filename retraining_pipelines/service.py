@@ -29,7 +29,13 @@ from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, Store
 from retraining_pipelines.notifications import Notifier, rolled_back_event, step_failure_reason
 from retraining_pipelines.promotion import RetrainingResult
 from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS
-from retraining_pipelines.schedules import evaluate_drift_jobs, next_run, previous_run
+from retraining_pipelines.schedules import (
+    drift_jobs_by_model,
+    evaluate_drift_jobs,
+    next_run,
+    previous_run,
+    samples_run_config,
+)
 from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
@@ -219,7 +225,7 @@ class AutomatedRetrainingService:
         available = self.plant_store.count_samples(model_type, time_range)
         if available < required:
             raise InsufficientSamplesError(model_type, available, required, time_range)
-        run_config = {"ops": {"training_samples": {"config": {"time_range": time_range, "min_samples": required}}}}
+        run_config = samples_run_config(time_range, required)
         run = self._execute(spec.model_type, run_config, {TRIGGER_TAG: trigger, **(tags or {})})
         return RetrainingResult(**run.asset_value("validation_metrics"))
 
@@ -250,8 +256,8 @@ class AutomatedRetrainingService:
             run = self._execute(request.partition_key, request.run_config, dict(request.tags))
             done.append(JobExecution(int(request.tags[JOB_ID_TAG]), request.partition_key, "drift",
                                      result=RetrainingResult(**run.asset_value("validation_metrics"))))
-        by_model = {j.model_type: j for j in self.jobs.list("on_drift")}
-        done += [JobExecution(by_model[m].job_id, m, "drift", skipped=why) for m, why in evaluation.skipped.items()]
+        watching = drift_jobs_by_model(self.jobs.list("on_drift"))
+        done += [JobExecution(watching[m].job_id, m, "drift", skipped=why) for m, why in evaluation.skipped.items()]
         return done
 
     def _run_if_due(self, job: StoredJob, now: datetime) -> JobExecution:
