@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.promotion import RetrainingResult
 from retraining_pipelines.settings import dagster_home
 
@@ -74,7 +75,7 @@ class Notifier(dg.ConfigurableResource):
     def send(self, payload: dict[str, Any], message: str) -> bool:
         """Record the event; True when every configured sink took it."""
         if payload.get("type") not in EVENT_TYPES:
-            raise ValueError(f"Unknown notification type {payload.get('type')!r}; allowed: {EVENT_TYPES}")
+            raise InvalidFieldError("type", payload.get("type"), EVENT_TYPES)
         event = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "channel": self.channel,
                  "message": message, **payload}
         self._append(event)

@@ -237,6 +237,8 @@ class ModelRegistry:
         gate (or an explicit `set_model_status`) makes one ACTIVE.
         """
         spec = get_spec(model_type)
+        if metadata.model_type != model_type:
+            raise InvalidFieldError("metadata.model_type", metadata.model_type, f"{model_type!r}, as registered")
         if status not in (ModelStatus.CANDIDATE, ModelStatus.ARCHIVED):
             raise InvalidFieldError("status", status, "candidate or archived (promote to activate)")
         if metadata.trigger not in TRIGGERS:

@@ -192,6 +192,8 @@ def test_bad_status_version_and_trigger_change_nothing(registry: ModelRegistry) 
         registry.promote("disease", v1, reason="x", trigger="cosmic_ray")
     with pytest.raises(InvalidFieldError, match="trigger"):
         registry.register_model("disease", small_model(), metadata(trigger="cosmic_ray"))
+    with pytest.raises(InvalidFieldError, match=r"metadata\.model_type"):
+        registry.register_model("disease", small_model(), metadata("growth_stage"))
     assert registry.get_active_version("disease") is None
     assert len(registry.audit_trail()) == trail and registry.get_latest_version("disease") == v1
 

@@ -169,6 +169,14 @@ def test_webhook_server_errors_are_retried_then_given_up(isolated_dagster_home: 
     assert ok is False and len(received) == 3
 
 
+def test_unknown_notification_types_are_refused(isolated_dagster_home: Path) -> None:
+    from retraining_pipelines.errors import InvalidFieldError
+
+    with pytest.raises(InvalidFieldError, match="drift_detected"):
+        Notifier().send({"type": "party"}, "no")
+    assert Notifier().read_log() == []
+
+
 def test_failed_runs_are_notified(plant_store: PlantDataStore, instance: dg.DagsterInstance) -> None:
     failed = retrain(MODEL, plant_store, instance, {"min_samples": 10**6})
     assert not failed.success
