@@ -25,8 +25,14 @@ def metadata(model_type: str = "disease", accuracy: float = 0.8, **extra: object
 
 
 def register_many(root: str, count: int, seed: int) -> list[str]:
+    """Register `count` versions and promote each right away, racing the other processes."""
     registry = ModelRegistry(root)
-    return [registry.register_model("disease", small_model(seed + i), metadata()).version for i in range(count)]
+    versions = []
+    for i in range(count):
+        version = registry.register_model("disease", small_model(seed + i), metadata()).version
+        registry.promote("disease", version, reason=f"process {os.getpid()}")
+        versions.append(version)
+    return versions
 
 
 def register_and_crash(root: str, crash_point: str) -> None:

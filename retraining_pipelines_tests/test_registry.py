@@ -241,14 +241,18 @@ def test_concurrent_threads_get_unique_versions_and_never_two_active(registry: M
     assert seen[seen.index(1):].count(0) == 0, "once a version is active, one always is"
 
 
-def test_concurrent_processes_get_unique_versions(tmp_path: Path) -> None:
+def test_concurrent_processes_get_unique_versions_and_one_active(tmp_path: Path) -> None:
     root = str(tmp_path / "registry")
     ModelRegistry(root)
     with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(register_many, [root] * 3, [4] * 3, [0, 100, 200]))
     versions = [v for chunk in results for v in chunk]
     assert len(versions) == len(set(versions)) == 12
-    assert {r.version for r in ModelRegistry(root).list_versions("disease")} == set(versions)
+    registry = ModelRegistry(root)
+    assert {r.version for r in registry.list_versions("disease")} == set(versions)
+    assert _active_count(Path(root)) == 1
+    promotions = [e for e in registry.audit_trail("disease") if e.event == "promoted"]
+    assert len(promotions) == 12 and promotions[-1].to_version == registry.get_active_version("disease")
 
 
 @pytest.mark.parametrize("crash_point", ["while_staging", "after_rename"])
