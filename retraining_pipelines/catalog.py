@@ -242,14 +242,17 @@ _SPECS = (
     ModelSpec(
         model_type="growth_stage",
         task="classification",
-        description="Classifies a plant's growth stage from its age, thermal time and crop.",
+        description="Classifies a plant's growth stage from its age, a crop-normalised thermal clock "
+        "and the crop's reference stage calendar.",
         label_table="growth_observations",
         target="growth_stage",
         features=(
             "days_since_planting",
             "expected_stage_index",
             "age_share_of_cycle",
-            "thermal_time",
+            "thermal_days",
+            "expected_stage_thermal",
+            "stage_position",
             "temperature_mean_72h",
             "crop_cycle_days",
         ),

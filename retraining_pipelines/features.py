@@ -17,7 +17,7 @@ import pandas as pd
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.crops import CROPS_BY_NAME, STAGE_INDEX, CropProfile, vpd_kpa
-from retraining_pipelines.datastore import HOUR, SENSORS, TrainingSamples
+from retraining_pipelines.datastore import DAY, HOUR, SENSORS, TrainingSamples
 
 #: Degree-day base temperature (°C), the usual one for warm-season vegetables.
 GDD_BASE_C = 10.0
@@ -155,35 +155,57 @@ def _irrigation_duration(labels: pd.DataFrame, climate: pd.DataFrame, s: Trainin
 
 
 def _growth(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSamples) -> pd.DataFrame:
-    """Shared by the growth models: age, thermal time since planting and the unit's history."""
+    """Shared by the growth models: age, a crop-normalised thermal clock and the unit's history."""
     f = _at(labels, climate)
-    planted = labels[["plant_id"]].merge(samples.plants[["plant_id", "planted_at"]], on="plant_id", how="left")
-    planted = planted.assign(unit_id=labels["unit_id"].to_numpy())
-    at_planting = _at(planted, climate[["unit_id", "hour_ts", "thermal_time_cum"]], ts_col="planted_at")
-    first = climate.groupby("unit_id")["thermal_time_cum"].first()
-    baseline = at_planting["thermal_time_cum"].fillna(f["unit_id"].map(first)).to_numpy()
     cycle = _crop(f, lambda p: p.cycle_days)
+    thermal_days = _thermal_days(labels, climate, samples, f)
+    expected_thermal, position = _calendar_stage(f, thermal_days)
     return f.assign(
         stage_index=f["growth_stage"].map(STAGE_INDEX),
-        expected_stage_index=_expected_stage(f),
+        expected_stage_index=_calendar_stage(f, f["days_since_planting"])[0],
         age_share_of_cycle=f["days_since_planting"] / cycle,
-        thermal_time=f["thermal_time_cum"] - baseline,
+        thermal_days=thermal_days,
+        expected_stage_thermal=expected_thermal,
+        stage_position=position,
         crop_cycle_days=cycle,
         temperature_deviation=f["temperature_mean_24h"] - _crop(f, lambda p: p.temperature_mid),
         unit_growth_history=_history_mean(f, ["unit_id", "growth_stage"], "growth_rate"),
     )
 
 
-def _expected_stage(frame: pd.DataFrame) -> pd.Series:
-    """The stage a plant of this age would be in on the crop's reference calendar."""
-    out = pd.Series(np.nan, index=frame.index)
+def _thermal_days(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSamples,
+                  f: pd.DataFrame) -> pd.Series:
+    """Days of development since planting, counted at the crop's optimal temperature.
+
+    Degree-days since planting divided by the degree-days of one optimal day: warm spells advance
+    the clock faster, cold ones slower - the way plants develop. Days before the first reading
+    (plants older than the data) count as one optimal day each.
+    """
+    planted = labels[["plant_id"]].merge(samples.plants[["plant_id", "planted_at"]], on="plant_id", how="left")
+    planted = planted.assign(unit_id=labels["unit_id"].to_numpy())
+    at_planting = _at(planted, climate[["unit_id", "hour_ts", "thermal_time_cum"]], ts_col="planted_at")
+    first = climate.groupby("unit_id")[["hour_ts", "thermal_time_cum"]].first()
+    baseline = at_planting["thermal_time_cum"].fillna(f["unit_id"].map(first["thermal_time_cum"])).to_numpy()
+    unobserved = np.clip((f["unit_id"].map(first["hour_ts"]).to_numpy() - planted["planted_at"].to_numpy()) / DAY,
+                         0, None)
+    optimal_day = (_crop(f, lambda p: p.temperature_mid) - GDD_BASE_C).clip(lower=1.0)
+    return (f["thermal_time_cum"] - baseline) / optimal_day + np.nan_to_num(unobserved)
+
+
+def _calendar_stage(frame: pd.DataFrame, days: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The stage a plant `days` into its life is in on the crop's reference calendar, and how far into it."""
+    stage = pd.Series(np.nan, index=frame.index)
+    position = pd.Series(np.nan, index=frame.index)
     for name, rows in frame.groupby("crop").groups.items():
         profile = CROPS_BY_NAME[name]
-        bounds = np.cumsum(profile.mean_stage_days)
-        idx = np.searchsorted(bounds, frame.loc[rows, "days_since_planting"].to_numpy(), side="right")
-        canonical = [STAGE_INDEX[s] for s, _, _ in profile.stages]
-        out.loc[rows] = np.array(canonical)[np.minimum(idx, len(canonical) - 1)]
-    return out
+        ends = np.cumsum(profile.mean_stage_days)
+        starts = ends - np.asarray(profile.mean_stage_days)
+        age = days.loc[rows].to_numpy(dtype=float)
+        idx = np.minimum(np.searchsorted(ends, age, side="right"), len(ends) - 1)
+        canonical = np.array([STAGE_INDEX[s] for s, _, _ in profile.stages])
+        stage.loc[rows] = canonical[idx]
+        position.loc[rows] = (age - starts[idx]) / np.asarray(profile.mean_stage_days)[idx]
+    return stage, position
 
 
 _Builder = Callable[[pd.DataFrame, pd.DataFrame, TrainingSamples], pd.DataFrame]

@@ -72,6 +72,9 @@ class GeneratorConfig:
     missing_share: float = 0.01
     spike_share: float = 0.002
     drift: tuple[DriftScenario, ...] = field(default_factory=tuple)
+    #: Simulate the seasons as if `end` fell on this date (default: `end` itself). Pins the
+    #: season, so the same scenario behaves the same whatever month it is generated in.
+    season_of: datetime | None = None
 
     @property
     def end_ts(self) -> int:
@@ -181,7 +184,9 @@ class _Unit:
         n = len(ts)
         when = pd.to_datetime(ts, unit="s", utc=True)
         hour = when.hour.to_numpy() + 0.5
-        season = np.cos(2 * np.pi * (when.day_of_year.to_numpy() - 196) / 365.25)
+        shift = int(self.cfg.season_of.timestamp()) - self.cfg.end_ts if self.cfg.season_of else 0
+        day_of_year = pd.to_datetime(ts + shift, unit="s", utc=True).day_of_year.to_numpy()
+        season = np.cos(2 * np.pi * (day_of_year - 196) / 365.25)
         photoperiod = 16.0
         if self.greenhouse:
             light_frac = np.clip(np.sin(np.pi * (hour - 6) / 12), 0, None) * (0.75 + 0.25 * season)
@@ -284,7 +289,8 @@ class _Unit:
             water_ts.append(t)
             water_level.append(level)
             water_rate.append(rate)
-            threshold = float(np.clip(crop.watering_trigger + rng.normal(0, 6), 20, 80))
+            # the app never triggers within 5 points of the target: that would be a few-second sip
+            threshold = float(np.clip(crop.watering_trigger + rng.normal(0, 6), 20, min(80, target - 5)))
             detected = t + max(level - threshold, 0.5) / rate * HOUR
             if detected >= self.cfg.end_ts - HOUR:
                 break
@@ -370,7 +376,8 @@ class _Unit:
             alive = days >= plant.planted_ts
             if not alive.any():
                 continue
-            progress = np.cumsum(pace[alive])  # thermal days since planting
+            before_window = max(0.0, (days[0] - plant.planted_ts) / DAY)  # grown before the data starts
+            progress = before_window + np.cumsum(pace[alive])  # thermal days since planting
             bounds = np.cumsum(plant.stage_days)
             idx = np.searchsorted(bounds, progress, side="right")
             living = idx < len(names)

@@ -21,8 +21,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="retraining-tests-home-")
 
 
-#: Small but realistic: 6 grow units x 90 days of 5-minute readings (~150k rows).
-TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC), days=90, units=6, seed=11)
+#: Small but realistic: 6 grow units x 90 days of 5-minute readings (~150k rows), ending now (the
+#: pipeline's windows are relative to now) with the seasons of late autumn, whatever today's month.
+TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC), days=90, units=6, seed=11,
+                              season_of=datetime(2026, 11, 26, 12, tzinfo=UTC))
 
 
 @pytest.fixture(autouse=True)

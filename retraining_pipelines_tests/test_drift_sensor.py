@@ -61,10 +61,13 @@ class World:
 
 
 def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance) -> World:
-    """v1.0.0 trained before `DRIFT_START`; then the rest of the data arrives and is predicted by v1."""
+    """Drift: v1.0.0 trained before `DRIFT_START`, then the drifted rest arrives and v1 predicts it.
+
+    Stable: v1.0.0 trained on everything up to now, judged on the week its hold-out covers.
+    """
     config = dataclasses.replace(TEST_CONFIG, days=100,
                                  drift=(DriftScenario("sensor_recalibration", DRIFT_START),) if drift else ())
-    before, after = _split(generate(config), DRIFT_START)
+    before, after = _split(generate(config), DRIFT_START if drift else NOW + timedelta(days=1))
     store = PlantDataStore(database_url=f"sqlite:///{tmp / 'plant.sqlite'}")
     store.write_frames(before)
     resources = {**pipeline_resources(store, registry_dir=str(tmp / "registry")), "notifier": Notifier(

