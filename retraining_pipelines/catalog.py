@@ -234,7 +234,11 @@ _SPECS = (
             "unit_habit_hour",
         ),
         estimator="HistGradientBoostingClassifier",
-        hyperparameters={**_HGB, "max_iter": 60},
+        # 24 hour-classes: with the regressors' learning rate the multiclass boosting diverged on
+        # some year-long data sets (top-3 accuracy 0.19); slower, smaller, L2-regularised trees
+        # matched classic gradient boosting on every data set tried, at a fifth of its fit time.
+        hyperparameters={"max_iter": 100, "learning_rate": 0.05, "max_leaf_nodes": 15,
+                         "l2_regularization": 1.0, "random_state": 0},
         min_samples=100,
         floor=QualityFloor(all_of=(Bound("top3_accuracy", minimum=0.60),)),
         extra_metrics=("top3_accuracy",),
