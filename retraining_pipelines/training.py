@@ -35,7 +35,6 @@ class TimeSplit:
     y_train: pd.Series
     X_holdout: pd.DataFrame
     y_holdout: pd.Series
-    holdout_start_ts: int
 
 
 @dataclass
@@ -66,7 +65,6 @@ def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION)
         y_train=features.y.iloc[:cut],
         X_holdout=features.X.iloc[cut:],
         y_holdout=features.y.iloc[cut:],
-        holdout_start_ts=int(features.ts[cut]) if n else 0,
     )
 
 
