@@ -5,31 +5,21 @@ partition retrains that model type; a backfill over partitions retrains several.
 checks block the run before any training happens on bad data.
 """
 
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
 from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples
-from retraining_pipelines.errors import (
-    InsufficientSamplesError,
-    InvalidFieldError,
-    ModelIntegrityError,
-    RegistryError,
-)
+from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError
 from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.notifications import Notifier, retrained_event
-from retraining_pipelines.promotion import RetrainingResult, decide
-from retraining_pipelines.registry import ModelRegistry, trigger_from_tags
-from retraining_pipelines.training import (
-    TimeSplit,
-    TrainedModel,
-    naive_baseline,
-    time_split,
-    train_model,
-    validate_model,
-)
+from retraining_pipelines.promotion import GateOutcome, RetrainingResult, run_gate
+from retraining_pipelines.registry import trigger_from_tags
+from retraining_pipelines.runs import tag_run_worker
+from retraining_pipelines.training import TrainedModel, time_split, train_model, validate_model
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
@@ -46,6 +36,11 @@ class SamplesConfig(dg.Config):
     min_samples: int | None = Field(
         default=None, description="Minimum labelled examples; unset uses the catalog's default."
     )
+
+
+def samples_run_config(time_range: str, min_samples: int) -> dict[str, Any]:
+    """Run config of a retrain (the `training_samples` asset's `SamplesConfig`): one shape everywhere."""
+    return {"ops": {"training_samples": {"config": {"time_range": time_range, "min_samples": min_samples}}}}
 
 
 def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
@@ -67,6 +62,7 @@ def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetC
 )
 def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, plant_store: PlantDataStore):
     """Labelled examples for the model type in the time range, with the climate around them."""
+    tag_run_worker(context.instance, context.run.run_id)  # first step: say which process runs this retrain
     try:
         samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range)
     except (InsufficientSamplesError, InvalidFieldError) as err:
@@ -193,8 +189,8 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
         _check("quality_floor", "validation_metrics", False,
                "The catalog's absolute quality floor for this model type is met."),
         _check("promotion_gate", "validation_metrics", False,
-               "The candidate was promoted: floor met and not more than the tolerance worse than the "
-               "active version on the same hold-out. A failure means the old version stays active."),
+               "The candidate was promoted: compared with the active version on hold-out rows neither was "
+               "trained on (see promotion.py). A failure means the old version stays active."),
     ],
 )
 def validation_metrics(
@@ -204,52 +200,28 @@ def validation_metrics(
     model_registry: ModelRegistryResource,
     notifier: Notifier,
 ):  # unannotated: with check specs Dagster rejects a MaterializeResult[...] annotation
-    """The promotion gate: candidate vs active on the same fresh hold-out, then promote or reject.
+    """The promotion gate (`promotion.run_gate`): this run's candidate vs the active version.
 
     Metrics, improvement and the decision are float/bool metadata, so the UI plots accuracy and
     improvement across versions.
     """
     spec = get_spec(trained_model.model_type)
-    split = time_split(engineered_features)
-    candidate = validate_model(trained_model.estimator, split.X_holdout, split.y_holdout, spec)
-    baseline = naive_baseline(split.y_train, split.y_holdout, spec)
-    result, basis = _gate(model_registry, trained_model, candidate, split, engineered_features, context.run.run_id)
+    try:
+        outcome = run_gate(model_registry.get(), trained_model, engineered_features,
+                           tolerance_pct=model_registry.rollback_tolerance_pct, run_id=context.run.run_id)
+    except RetrainingError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from err
+    result = outcome.result
     notifier.send(*retrained_event(result))
-    context.log.info(f"{spec.model_type} v{result.new_version}: {'promoted' if result.promoted else 'rejected'} "
-                     f"- {result.reason}")
+    verdict = "promoted" if result.promoted else "rejected"
+    context.log.info(f"{spec.model_type} v{result.new_version}: {verdict} - {result.reason}")
+    for warning in result.warnings:
+        context.log.warning(f"{spec.model_type} v{result.new_version}: {warning}")
     return dg.MaterializeResult(
         value=result.to_dict(),
-        metadata=_result_metadata(result, baseline, basis, len(split.y_holdout)),
-        check_results=_validation_checks(spec, result, baseline),
+        metadata=_result_metadata(outcome),
+        check_results=_validation_checks(spec, result, outcome.baseline),
     )
-
-
-def _gate(
-    model_registry: ModelRegistryResource,
-    model: TrainedModel,
-    candidate: dict[str, float],
-    split: TimeSplit,
-    features: FeatureSet,
-    run_id: str,
-) -> tuple[RetrainingResult, str]:
-    """Compare with the active version, promote or reject in the registry, and say what happened."""
-    spec = get_spec(model.model_type)
-    registry = model_registry.get()
-    champion_version, champion, basis = _champion_metrics(registry, spec.model_type, split, features, spec)
-    decision = decide(spec, candidate, champion, model_registry.rollback_tolerance_pct)
-    run = {"trigger": model.trigger, "run_id": run_id}
-    if decision.promote:
-        registry.promote(spec.model_type, model.version, reason=decision.reason, **run)
-    else:
-        registry.reject(spec.model_type, model.version, reason=decision.reason, **run)
-    result = RetrainingResult(
-        model_type=spec.model_type, old_version=champion_version, new_version=model.version,
-        old_metrics=champion or {}, new_metrics=candidate, improvement=decision.improvement,
-        training_samples=model.training_samples, training_duration=model.training_duration,
-        promoted=decision.promote, reason=decision.reason,
-        active_version=registry.get_active_version(spec.model_type), **run,
-    )
-    return result, basis
 
 
 def _validation_checks(
@@ -279,45 +251,30 @@ def _validation_checks(
     ]
 
 
-def _champion_metrics(
-    registry: ModelRegistry, model_type: str, split: TimeSplit, features: FeatureSet, spec: ModelSpec
-) -> tuple[str | None, dict[str, float] | None, str]:
-    """The active version's metrics on the candidate's hold-out (or, if it cannot be, as recorded).
-
-    A MAJOR change means the active model expects other features, and a corrupt artifact cannot
-    be run; in both cases its metrics recorded at registration are the best comparison left.
-    """
-    version = registry.get_active_version(model_type)
-    if version is None:
-        return None, None, "none"
-    try:
-        estimator, record = registry.load_version(model_type, version)
-    except (ModelIntegrityError, RegistryError) as err:
-        return version, registry.get_version(model_type, version).metrics, f"recorded ({err})"
-    if record.feature_names != features.feature_names:
-        return version, record.metrics, "recorded (feature set changed)"
-    return version, validate_model(estimator, split.X_holdout, split.y_holdout, spec), "same hold-out"
-
-
-def _result_metadata(result: RetrainingResult, baseline: dict[str, float], basis: str, holdout_rows: int) -> dict:
+def _result_metadata(outcome: GateOutcome) -> dict:
+    result, comparison = outcome.result, outcome.comparison
     metadata = {name: dg.MetadataValue.float(value) for name, value in result.new_metrics.items()}
     if result.improvement is not None:
         metadata["improvement"] = dg.MetadataValue.float(result.improvement)
     if result.old_metrics:
         metadata["old_accuracy"] = dg.MetadataValue.float(result.old_metrics["accuracy"])
+        metadata["candidate_accuracy_compared"] = dg.MetadataValue.float(comparison.candidate["accuracy"])
     metadata.update({
-        "baseline_accuracy": dg.MetadataValue.float(baseline["accuracy"]),
-        "holdout_rows": dg.MetadataValue.int(holdout_rows),
+        "baseline_accuracy": dg.MetadataValue.float(outcome.baseline["accuracy"]),
+        "holdout_rows": dg.MetadataValue.int(outcome.holdout_rows),
+        "fair_holdout_rows": dg.MetadataValue.int(comparison.fair_rows),
         "promoted": dg.MetadataValue.bool(result.promoted),
         "new_version": str(result.new_version),
         "old_version": str(result.old_version),
         "active_version": str(result.active_version),
         "reason": result.reason,
-        "compared_on": basis,
+        "compared_on": comparison.basis,
         "training_samples": dg.MetadataValue.int(result.training_samples),
         "training_duration": dg.MetadataValue.float(result.training_duration),
         "result": dg.MetadataValue.json(result.to_dict()),
     })
+    if result.warnings:
+        metadata["warnings"] = dg.MetadataValue.json(result.warnings)
     return metadata
 
 

@@ -14,6 +14,7 @@ from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistr
 from retraining_pipelines.jobstore import JobStore
 from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
 from retraining_pipelines.rollback import rollback_model_job
+from retraining_pipelines.runs import run_health_sensor
 from retraining_pipelines.schedules import build_drift_sensor, build_schedules
 
 
@@ -36,7 +37,10 @@ def build_definitions(job_store: JobStore | None = None, resources: dict[str, An
         assets=RETRAIN_ASSETS,
         jobs=[retrain_model_job, rollback_model_job],
         schedules=build_schedules(job_store.list()),
-        sensors=[build_drift_sensor(job_store), retrain_failure_notifier],
+        sensors=[build_drift_sensor(job_store), retrain_failure_notifier, run_health_sensor],
         resources=resources or default_resources(),
+        # The UI's Materialize button and backfills use this too: a fresh Python per step costs more
+        # than training on a Pi-class machine, and run health relies on one process per run.
+        executor=dg.in_process_executor,
     )
 

@@ -8,8 +8,9 @@ model for a downstream asset verifies the checksum first.
 import dagster as dg
 from pydantic import Field
 
+from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT
-from retraining_pipelines.registry import DEFAULT_KEEP_ARCHIVED, ModelMetadata, ModelRegistry
+from retraining_pipelines.registry import DEFAULT_KEEP_ARCHIVED, ModelMetadata, ModelRegistry, ModelVersion
 from retraining_pipelines.settings import registry_dir
 from retraining_pipelines.training import TrainedModel
 
@@ -48,6 +49,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 data_fingerprint=obj.data_fingerprint,
                 run_id=obj.run_id,
                 trigger=obj.trigger,
+                train_start_ts=obj.train_start_ts,
+                train_end_ts=obj.train_end_ts,
             ),
             reference=obj.reference,
         )
@@ -60,10 +63,11 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         })
 
     def load_input(self, context: dg.InputContext) -> TrainedModel:
+        """The candidate this run trained - never "the latest": parallel runs each gate their own."""
         model_type = context.asset_partition_key
         registry = self.model_registry.get()
-        version = self._materialized_version(context, model_type) or registry.get_latest_version(model_type)
-        estimator, record = registry.load_version(model_type, version)
+        record = self._version_of_this_run(context, registry, model_type)
+        estimator, record = registry.load_version(model_type, record.version)
         return TrainedModel(
             model_type=model_type,
             estimator=estimator,
@@ -76,15 +80,29 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             trigger=record.trigger,
             run_id=record.run_id,
             version=record.version,
+            train_start_ts=record.train_start_ts,
+            train_end_ts=record.train_end_ts,
         )
 
     @staticmethod
-    def _materialized_version(context: dg.InputContext, model_type: str) -> str | None:
-        """The version the latest materialization of this partition wrote (its output metadata)."""
+    def _version_of_this_run(context: dg.InputContext, registry: ModelRegistry, model_type: str) -> ModelVersion:
+        """The version registered by the run that produced the input (this run, or the one re-executed).
+
+        A run that only re-materializes the validation step gets the version of the last
+        materialization of `trained_model` (its output metadata), which the UI shows.
+        """
+        try:
+            producer = context.upstream_output.run_id if context.upstream_output is not None else None
+        except dg.DagsterInvariantViolationError:  # an input context built without a run (direct tests)
+            producer = None
+        if producer:
+            record = registry.version_of_run(model_type, producer)
+            if record is not None:
+                return record
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[model_type]), limit=1
         ).records
-        if not records:
-            return None
-        entry = records[0].asset_materialization.metadata.get("version")
-        return entry.value if entry is not None else None
+        entry = records[0].asset_materialization.metadata.get("version") if records else None
+        if entry is None:
+            raise RegistryError(f"No trained {model_type} model to validate: materialize trained_model first.")
+        return registry.get_version(model_type, entry.value)

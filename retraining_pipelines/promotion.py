@@ -1,8 +1,26 @@
 """The promotion gate (the spec's rollback rule, done before serving) and the retrain result.
 
-The spec rolls back *after* deploying a worse model. We judge first: the candidate and the active
-version are evaluated on the same fresh hold-out, and the candidate becomes active only if it
-meets the catalog's absolute floor and is not more than `tolerance_pct` percent (relative) worse.
+The spec rolls back *after* deploying a worse model. We judge first, and fairly:
+
+* **Same rows, unseen by both.** Candidate and active version are scored on the candidate's
+  hold-out rows that come after the active version's last training row (`train_end_ts`, recorded
+  with each version). Rows the champion learned from would flatter it - two jobs with different
+  time ranges (weekly `last_90d`, on_drift `last_30d`) made the old gate reject equal or better
+  candidates at -7 to -9 %.
+* **Too few fair rows** (< `MIN_FAIR_ROWS`): the candidate's whole hold-out is compared with the
+  champion's *recorded* validation metrics (each measured on data its model never saw), and the
+  metadata says `compared_on: recorded (...)`. The same happens when the champion cannot run on
+  the new features (a MAJOR change) or its file fails its checksum.
+* **The rule.** `improvement` is relative, in percent (0.87 -> 0.91 is 4.6). With an active version
+  the candidate is promoted when `improvement >= -tolerance_pct` (the spec's 5 %) and either it
+  meets the catalog's floor or the active version misses the floor too on the same rows - then the
+  better of two weak models is served, with a warning, rather than leaving the worse one in place.
+  A first version must meet the floor *and* beat the naive baseline (majority class / mean).
+  A candidate older than the active version (a slower parallel run) is rejected as superseded.
+* **Its own candidate.** The gate judges the version its run registered. Promotion is a
+  compare-and-swap on the active version: if another run promoted in between, the gate judges
+  again against the new champion.
+
 A rejected candidate is kept for inspection; the active model is never touched.
 """
 
@@ -11,10 +29,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from retraining_pipelines.catalog import ModelSpec
+from retraining_pipelines.catalog import ModelSpec, get_spec
+from retraining_pipelines.errors import ModelIntegrityError, RegistryError
+from retraining_pipelines.features import FeatureSet
+from retraining_pipelines.registry import ActiveVersionChanged, ModelRegistry, ModelStatus
+from retraining_pipelines.training import TimeSplit, TrainedModel, naive_baseline, time_split, validate_model
+from retraining_pipelines.versioning import parse_version
 
 #: The spec's rule: roll back when the new accuracy is more than 5 % worse than the old.
 ROLLBACK_TOLERANCE_PCT = 5.0
+#: Fewer hold-out rows than this after the champion's training period: compare recorded metrics.
+MIN_FAIR_ROWS = 20
+#: How often the gate judges again when parallel runs keep changing the active version.
+MAX_GATE_ATTEMPTS = 5
 
 
 def relative_improvement(old_accuracy: float | None, new_accuracy: float) -> float | None:
@@ -27,33 +54,147 @@ def relative_improvement(old_accuracy: float | None, new_accuracy: float) -> flo
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The champion and the candidate scored on one basis (see the module docstring)."""
+
+    champion_version: str | None
+    champion: dict[str, float] | None  # the champion's metrics on the basis
+    candidate: dict[str, float]  # the candidate's metrics on the same basis
+    basis: str  # "fair hold-out" | "recorded (<why>)" | "none"
+    fair_rows: int = 0
+
+
+@dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
     improvement: float | None
+    warnings: tuple[str, ...] = ()
+
+
+def compare_with_champion(
+    registry: ModelRegistry, spec: ModelSpec, estimator: Any, split: TimeSplit, feature_names: list[str],
+    candidate_full: dict[str, float],
+) -> Comparison:
+    """Score the active version and the candidate on hold-out rows neither was trained on."""
+    version = registry.get_active_version(spec.model_type)
+    if version is None:
+        return Comparison(None, None, candidate_full, "none")
+    record = registry.get_version(spec.model_type, version)
+    if record.feature_names != feature_names:
+        return Comparison(version, record.metrics, candidate_full, "recorded (feature set changed)")
+    fair = split.holdout_after(record.train_end_ts)
+    rows = int(fair.sum())
+    if rows < MIN_FAIR_ROWS:
+        why = f"only {rows} hold-out rows after v{version}'s training period, {MIN_FAIR_ROWS} needed"
+        return Comparison(version, record.metrics, candidate_full, f"recorded ({why})", rows)
+    try:
+        champion_model = registry.load_model(spec.model_type, version)
+    except (ModelIntegrityError, RegistryError) as err:
+        return Comparison(version, record.metrics, candidate_full, f"recorded ({err})", rows)
+    X, y = split.X_holdout[fair], split.y_holdout[fair]
+    basis = "fair hold-out"
+    if rows < len(fair):
+        basis += f" ({rows} of {len(fair)} rows, after v{version}'s training period)"
+    return Comparison(version, validate_model(champion_model, X, y, spec), validate_model(estimator, X, y, spec),
+                      basis, rows)
 
 
 def decide(
     spec: ModelSpec,
     candidate_metrics: dict[str, float],
-    active_metrics: dict[str, float] | None,
+    comparison: Comparison,
+    baseline: dict[str, float],
+    candidate_version: str | None = None,
     tolerance_pct: float = ROLLBACK_TOLERANCE_PCT,
 ) -> GateDecision:
-    """Promote or reject a candidate, with the reason a person would want to read."""
-    new = candidate_metrics["accuracy"]
-    improvement = relative_improvement(active_metrics["accuracy"] if active_metrics else None, new)
-    if not spec.floor.passes(candidate_metrics):
-        return GateDecision(False, f"below the quality floor ({spec.floor.describe()})", improvement)
-    if improvement is None:
-        return GateDecision(True, "first version: no active model to compare with", None)
+    """Promote or reject a candidate, with the reason a person would want to read.
+
+    `candidate_metrics` are on the candidate's whole hold-out (the floor and baseline are judged
+    there); the comparison with the champion uses `comparison`'s common basis.
+    """
+    meets_floor = spec.floor.passes(candidate_metrics)
+    accuracy = candidate_metrics["accuracy"]
+    if comparison.champion is None:
+        if not meets_floor:
+            return GateDecision(False, f"first version below the quality floor ({spec.floor.describe()})", None)
+        if accuracy <= baseline["accuracy"]:
+            return GateDecision(False, f"first version does not beat the naive baseline (accuracy {accuracy:.2%} "
+                                f"vs {baseline['accuracy']:.2%} for always predicting the commonest value)", None)
+        return GateDecision(True, "first version: meets the floor and beats the naive baseline", None)
+    old, new = comparison.champion["accuracy"], comparison.candidate["accuracy"]
+    improvement = relative_improvement(old, new)
+    versus = f"accuracy {new:.2%} vs {old:.2%} for v{comparison.champion_version} on the {comparison.basis}"
+    if candidate_version and parse_version(candidate_version) < parse_version(comparison.champion_version):
+        return GateDecision(False, f"superseded: the newer v{comparison.champion_version} is already active",
+                            improvement)
     if improvement < -tolerance_pct:
-        return GateDecision(
-            False,
-            f"accuracy {new:.2%} is {-improvement:.1f} % worse than the active model's "
-            f"{active_metrics['accuracy']:.2%} (limit {tolerance_pct:g} %)",
-            improvement,
-        )
-    return GateDecision(True, f"accuracy {new:.2%}, {improvement:+.1f} % vs the active model", improvement)
+        return GateDecision(False, f"{versus}: {-improvement:.1f} % worse (limit {tolerance_pct:g} %)", improvement)
+    if meets_floor:
+        return GateDecision(True, f"{versus} ({improvement:+.1f} %)", improvement)
+    if spec.floor.passes(comparison.champion):
+        return GateDecision(False, f"below the quality floor ({spec.floor.describe()}), which "
+                            f"v{comparison.champion_version} meets; {versus}", improvement)
+    warning = (f"below the quality floor ({spec.floor.describe()}), like v{comparison.champion_version}: "
+               "serving the better of two weak models")
+    return GateDecision(True, f"{versus} ({improvement:+.1f} %); {warning}", improvement, (warning,))
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What the gate decided, with everything the UI and the notifications show."""
+
+    result: RetrainingResult
+    comparison: Comparison
+    baseline: dict[str, float]
+    holdout_rows: int
+
+
+def run_gate(
+    registry: ModelRegistry,
+    model: TrainedModel,
+    features: FeatureSet,
+    *,
+    tolerance_pct: float = ROLLBACK_TOLERANCE_PCT,
+    run_id: str | None = None,
+) -> GateOutcome:
+    """Judge the run's own candidate against the active version, then promote or reject it.
+
+    A version already decided (the gate re-run from the UI) is reported, not decided again.
+    """
+    spec = get_spec(model.model_type)
+    split = time_split(features)
+    candidate_full = validate_model(model.estimator, split.X_holdout, split.y_holdout, spec)
+    baseline = naive_baseline(split.y_train, split.y_holdout, spec)
+    run = {"trigger": model.trigger, "run_id": run_id}
+    for _ in range(MAX_GATE_ATTEMPTS):
+        comparison = compare_with_champion(registry, spec, model.estimator, split, model.feature_names, candidate_full)
+        decision = decide(spec, candidate_full, comparison, baseline, model.version, tolerance_pct)
+        status = registry.get_version(spec.model_type, model.version).status
+        if status != ModelStatus.CANDIDATE:
+            decision = GateDecision(status == ModelStatus.ACTIVE, f"already decided: v{model.version} is "
+                                    f"{status.value}", decision.improvement)
+            break
+        if not decision.promote:
+            registry.reject(spec.model_type, model.version, reason=decision.reason, **run)
+            break
+        try:
+            registry.promote(spec.model_type, model.version, reason=decision.reason,
+                             if_active_is=(comparison.champion_version,), **run)
+            break
+        except ActiveVersionChanged:
+            continue  # another run promoted meanwhile: judge against the new champion
+    else:
+        decision = GateDecision(False, "the active version kept changing under parallel runs", None)
+        registry.reject(spec.model_type, model.version, reason=decision.reason, **run)
+    result = RetrainingResult(
+        model_type=spec.model_type, old_version=comparison.champion_version, new_version=model.version,
+        old_metrics=comparison.champion or {}, new_metrics=candidate_full, improvement=decision.improvement,
+        training_samples=model.training_samples, training_duration=model.training_duration,
+        promoted=decision.promote, reason=decision.reason,
+        active_version=registry.get_active_version(spec.model_type), warnings=list(decision.warnings), **run,
+    )
+    return GateOutcome(result, comparison, baseline, len(split.y_holdout))
 
 
 @dataclass
@@ -73,6 +214,7 @@ class RetrainingResult:
     active_version: str | None = None
     trigger: str = "manual"
     run_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

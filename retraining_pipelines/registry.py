@@ -13,6 +13,11 @@ the index and the source of truth. Guarantees:
 * Loading reads the artifact's bytes once, checks their SHA-256 against the index, and unpickles
   those same bytes: a changed or truncated file is refused, never executed.
 * The audit trail is append-only (SQLite triggers reject UPDATE and DELETE).
+* Only a version that was served before (promoted by the gate) can be made ACTIVE again by
+  `rollback` or `set_model_status`: a never-gated candidate, a rejected or an abandoned version
+  never reaches users by a side door.
+* Each version records the period its training rows covered (`train_start_ts`, `train_end_ts`),
+  so the promotion gate can judge the active version only on rows it never learned from.
 """
 
 from __future__ import annotations
@@ -63,7 +68,15 @@ class ModelStatus(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"
     REJECTED = "rejected"
+    ABANDONED = "abandoned"  # its run failed or died before the gate decided; never served
     PURGED = "purged"
+
+
+#: Audit events that put a version in front of users; a version with none was never served.
+SERVING_EVENTS = ("promoted", "activated", "rolled_back")
+#: A candidate whose run is long gone (no record of it in any instance we can see) is abandoned
+#: after this long; a live run never takes that long on the hardware this targets.
+ORPHAN_CANDIDATE_AGE_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,8 @@ class ModelMetadata:
     run_id: str | None = None
     trigger: str = "manual"
     schema_fingerprint: str | None = None  # default: the catalog's current one
+    train_start_ts: int | None = None  # first training row (epoch s): what the model has seen
+    train_end_ts: int | None = None  # last training row; rows after it are fair to judge it on
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ class ModelVersion:
     numpy_version: str
     run_id: str | None
     trigger: str
+    train_start_ts: int | None = None
+    train_end_ts: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -144,13 +161,25 @@ CREATE TABLE IF NOT EXISTS audit_log (
     trigger TEXT NOT NULL, run_id TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);
+CREATE INDEX IF NOT EXISTS versions_by_run ON versions (run_id);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
+#: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
+_ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER"}
 _NEWEST_FIRST = "major DESC, minor DESC, patch DESC"
 _ORDER = f"ORDER BY {_NEWEST_FIRST}"
+
+
+class ActiveVersionChanged(RegistryError):
+    """Another run changed the active version after the gate compared against it."""
+
+    def __init__(self, model_type: str, expected: object, actual: str | None) -> None:
+        self.model_type, self.expected, self.actual = model_type, expected, actual
+        super().__init__(f"The active version of {model_type} changed from {expected} to {actual} while the gate "
+                         "was deciding; judge again against the new one.")
 
 
 def trigger_from_tags(tags: Mapping[str, str]) -> str:
@@ -190,6 +219,10 @@ class ModelRegistry:
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(versions)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    conn.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
         self._clear_stale_staging()
 
     # ------------------------------------------------------------------ connections
@@ -289,6 +322,7 @@ class ModelRegistry:
                 "data_fingerprint": meta.data_fingerprint, "python_version": platform.python_version(),
                 "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
                 "run_id": meta.run_id, "trigger": meta.trigger,
+                "train_start_ts": meta.train_start_ts, "train_end_ts": meta.train_end_ts,
             }
             _write_synced(staging / METADATA, json.dumps(row, indent=2).encode())
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +350,7 @@ class ModelRegistry:
             data_fingerprint=row["data_fingerprint"], python_version=row["python_version"],
             sklearn_version=row["sklearn_version"], numpy_version=row["numpy_version"],
             run_id=row["run_id"], trigger=row["trigger"],
+            train_start_ts=row["train_start_ts"], train_end_ts=row["train_end_ts"],
         )
 
     def list_versions(self, model_type: str | None = None) -> list[ModelVersion]:
@@ -443,9 +478,11 @@ class ModelRegistry:
     ) -> None:
         """The spec's `set_model_status`, with the one-active invariant enforced.
 
-        Setting ACTIVE archives the current active version in the same transaction. The active
-        version cannot be moved to another status directly - that would leave none active; use
-        `rollback` or activate another version.
+        Setting ACTIVE archives the current active version in the same transaction, and is only
+        allowed for a version that was served before (a candidate goes through the gate). The
+        active version cannot be moved to another status directly - that would leave none active;
+        use `rollback` or activate another version. ARCHIVED means "served before", so only such
+        versions may be archived.
         """
         settable = [s.value for s in ModelStatus if s != ModelStatus.PURGED]
         if status not in settable:
@@ -453,6 +490,7 @@ class ModelRegistry:
         status = ModelStatus(status)
         record = self.get_version(model_type, version)
         if status == ModelStatus.ACTIVE:
+            self._require_served(record, "activated by hand")
             self._activate(record, "activated", reason, trigger, run_id)
             return
         if record.status == ModelStatus.ACTIVE:
@@ -460,15 +498,45 @@ class ModelRegistry:
                 f"{model_type} v{version} is the active version; activate another version or call "
                 f"rollback() instead of setting it to {status.value} (one version must stay active)."
             )
+        if status == ModelStatus.ARCHIVED:
+            self._require_served(record, "archived")
         with self._transaction() as conn:
             conn.execute("UPDATE versions SET status = ? WHERE model_type = ? AND version = ?",
                          (status.value, model_type, version))
             self._audit(conn, model_type, f"set_{status.value}", record.status.value, version, reason, trigger, run_id)
 
+    def was_served(self, model_type: str, version: str) -> bool:
+        """Whether the version was ever active (promoted by the gate, or restored after that)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT 1 FROM audit_log WHERE model_type = ? AND to_version = ? AND event IN "
+                f"({', '.join('?' * len(SERVING_EVENTS))}) LIMIT 1",
+                (model_type, version, *SERVING_EVENTS),
+            ).fetchone()
+        return row is not None
+
+    def _require_served(self, record: ModelVersion, action: str) -> None:
+        if record.status in (ModelStatus.ACTIVE, ModelStatus.ARCHIVED) or self.was_served(
+            record.model_type, record.version
+        ):
+            return
+        raise RegistryError(
+            f"{record.model_type} v{record.version} is {record.status.value} and was never promoted, so it "
+            f"cannot be {action}: only versions that passed the promotion gate are ever served."
+        )
+
     def promote(self, model_type: str, version: str, *, reason: str, trigger: str = "manual",
-                run_id: str | None = None) -> str | None:
-        """Make `version` ACTIVE (archiving the old one); returns the version it replaced."""
-        return self._activate(self.get_version(model_type, version), "promoted", reason, trigger, run_id)
+                run_id: str | None = None, if_active_is: tuple[str | None] | None = None) -> str | None:
+        """Make `version` ACTIVE (archiving the old one); returns the version it replaced.
+
+        `if_active_is=(version,)` makes the swap conditional: when another run changed the active
+        version since the gate judged against it, nothing changes and `ActiveVersionChanged` is
+        raised so the gate can judge again against the new one.
+        """
+        record = self.get_version(model_type, version)
+        if record.status != ModelStatus.CANDIDATE:
+            self._require_served(record, "promoted")
+        return self._activate(record, "promoted", reason, trigger, run_id, if_active_is)
 
     def reject(self, model_type: str, version: str, *, reason: str, trigger: str = "manual",
                run_id: str | None = None) -> None:
@@ -487,6 +555,40 @@ class ModelRegistry:
             active = self._active_in(conn, model_type)
             self._audit(conn, model_type, "rejected", active, version, reason, trigger, run_id)
         self._apply_retention(model_type)
+
+    def abandon(self, model_type: str, version: str, *, reason: str, run_id: str | None = None) -> bool:
+        """Mark a candidate whose run ended before the gate decided: never served, kept for inspection.
+
+        Returns False (changing nothing) when the version is no longer a candidate - the gate got
+        there first.
+        """
+        with self._transaction() as conn:
+            updated = conn.execute(
+                "UPDATE versions SET status = 'abandoned' "
+                "WHERE model_type = ? AND version = ? AND status = 'candidate'",
+                (model_type, version),
+            ).rowcount
+            if updated:
+                self._audit(conn, model_type, "abandoned", self._active_in(conn, model_type), version, reason,
+                            "manual", run_id)
+        if updated:
+            self._apply_retention(model_type)
+        return bool(updated)
+
+    def candidates(self) -> list[ModelVersion]:
+        """Every version still waiting for the gate, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM versions WHERE status = 'candidate' ORDER BY created_at").fetchall()
+        return [self._record(r) for r in rows]
+
+    def version_of_run(self, model_type: str, run_id: str) -> ModelVersion | None:
+        """The version a run registered (a run trains one model), or None."""
+        get_spec(model_type)
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT * FROM versions WHERE model_type = ? AND run_id = ? {_ORDER} LIMIT 1", (model_type, run_id)
+            ).fetchone()
+        return self._record(row) if row else None
 
     def rollback(
         self,
@@ -511,20 +613,29 @@ class ModelRegistry:
         if target == current:
             raise RegistryError(f"{model_type} v{target} is already the active version.")
         record = self.get_version(model_type, target)
-        if record.status not in (ModelStatus.ARCHIVED, ModelStatus.CANDIDATE, ModelStatus.REJECTED):
-            raise RegistryError(f"{model_type} v{target} is {record.status.value} and cannot be restored.")
+        if record.status == ModelStatus.PURGED:
+            raise RegistryError(f"{model_type} v{target} is purged and cannot be restored.")
+        self._require_served(record, "restored by a rollback")
         self.verify(model_type, target)
         self._activate(record, "rolled_back", reason, trigger, run_id)
         return current, target
 
-    def _activate(self, record: ModelVersion, event: str, reason: str, trigger: str, run_id: str | None) -> str | None:
-        if record.status == ModelStatus.PURGED:
-            raise RegistryError(f"{record.model_type} v{record.version} was purged and cannot be activated.")
+    def _activate(self, record: ModelVersion, event: str, reason: str, trigger: str, run_id: str | None,
+                  if_active_is: tuple[str | None] | None = None) -> str | None:
+        if record.status in (ModelStatus.PURGED, ModelStatus.ABANDONED):
+            raise RegistryError(f"{record.model_type} v{record.version} is {record.status.value} and cannot be "
+                                "activated.")
         self._verified_bytes(record)  # never serve a file that is not what was registered
         with self._transaction() as conn:
             old = self._active_in(conn, record.model_type)
             if old == record.version:
                 return old
+            if if_active_is is not None and old != if_active_is[0]:
+                raise ActiveVersionChanged(record.model_type, if_active_is[0], old)
+            current = conn.execute("SELECT status FROM versions WHERE model_type = ? AND version = ?",
+                                   (record.model_type, record.version)).fetchone()["status"]
+            if current in (ModelStatus.PURGED, ModelStatus.ABANDONED):  # changed since it was read
+                raise RegistryError(f"{record.model_type} v{record.version} is {current} and cannot be activated.")
             conn.execute("UPDATE versions SET status = 'archived' WHERE model_type = ? AND status = 'active'",
                          (record.model_type,))
             conn.execute("UPDATE versions SET status = 'active' WHERE model_type = ? AND version = ?",
@@ -554,10 +665,10 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ housekeeping
     def _apply_retention(self, model_type: str) -> None:
-        """Keep the newest `keep_archived` archived and rejected versions; never the active or previous."""
+        """Keep the newest `keep_archived` archived, rejected and abandoned versions; never the active or previous."""
         protected = {self.get_active_version(model_type), self.get_previous_version(model_type)}
         doomed: list[ModelVersion] = []
-        for status in (ModelStatus.ARCHIVED, ModelStatus.REJECTED):
+        for status in (ModelStatus.ARCHIVED, ModelStatus.REJECTED, ModelStatus.ABANDONED):
             same = [v for v in self.list_versions(model_type) if v.status == status and v.version not in protected]
             doomed += same[self.keep_archived :]
         if not doomed:

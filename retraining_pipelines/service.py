@@ -19,23 +19,20 @@ from typing import Any
 
 import dagster as dg
 
+from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore, check_min_samples, parse_time_range
 from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
+from retraining_pipelines.drift_policy import drift_jobs_by_model, evaluate_drift_jobs
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError, RetrainingSkipped
 from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
 from retraining_pipelines.notifications import Notifier, rolled_back_event, step_failure_reason
 from retraining_pipelines.promotion import RetrainingResult
 from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS
-from retraining_pipelines.schedules import (
-    drift_jobs_by_model,
-    evaluate_drift_jobs,
-    next_run,
-    previous_run,
-    samples_run_config,
-)
+from retraining_pipelines.runs import settle_candidates, sweep, worker_tags
+from retraining_pipelines.schedules import next_run, previous_run
 from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
@@ -218,7 +215,8 @@ class AutomatedRetrainingService:
         required = spec.min_samples if min_samples is None else check_min_samples(min_samples)
         parse_time_range(time_range)
         if not force:
-            metrics = self.check_drift(model_type)
+            watching = drift_jobs_by_model(self.jobs.list("on_drift")).get(model_type)
+            metrics = self.check_drift(model_type, threshold=watching.drift_threshold if watching else None)
             if metrics.status == "stable":
                 raise RetrainingSkipped(f"No drift detected for {model_type}: {metrics.reason}. "
                                         "Pass force=True to retrain anyway.")
@@ -230,10 +228,13 @@ class AutomatedRetrainingService:
         return RetrainingResult(**run.asset_value("validation_metrics"))
 
     def _execute(self, model_type: str, run_config: dict[str, Any], tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+        """Run a retrain in this process, recorded in the instance; a failed run leaves no candidate."""
+        sweep(self.instance, self.registry)  # runs a killed process left STARTED must not linger
         job = self.definitions().resolve_job_def("retrain_model_job")
         run = job.execute_in_process(partition_key=model_type, run_config=run_config, instance=self.instance,
-                                     tags=tags, raise_on_error=False)
+                                     tags={**tags, **worker_tags()}, raise_on_error=False)
         if not run.success:
+            settle_candidates(self.instance, self.registry)
             reasons = "; ".join(step_failure_reason(e) for e in run.get_step_failure_events())
             raise RetrainingError(f"Retraining {model_type} failed (run {run.run_id}): {reasons}")
         return run

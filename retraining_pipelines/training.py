@@ -35,6 +35,14 @@ class TimeSplit:
     y_train: pd.Series
     X_holdout: pd.DataFrame
     y_holdout: pd.Series
+    ts_train: np.ndarray
+    ts_holdout: np.ndarray
+
+    def holdout_after(self, ts: int | None) -> np.ndarray:
+        """Mask of hold-out rows strictly after `ts` (all rows when `ts` is unknown)."""
+        if ts is None:
+            return np.ones(len(self.ts_holdout), dtype=bool)
+        return self.ts_holdout > ts
 
 
 @dataclass
@@ -53,6 +61,8 @@ class TrainedModel:
     run_id: str | None = None
     version: str | None = None  # set once the registry has stored it
     reference: pd.DataFrame | None = None  # drift reference: recent training inputs
+    train_start_ts: int | None = None  # the period its training rows cover (epoch s)
+    train_end_ts: int | None = None
 
 
 def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION) -> TimeSplit:
@@ -65,6 +75,8 @@ def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION)
         y_train=features.y.iloc[:cut],
         X_holdout=features.X.iloc[cut:],
         y_holdout=features.y.iloc[cut:],
+        ts_train=features.ts[:cut],
+        ts_holdout=features.ts[cut:],
     )
 
 
@@ -84,6 +96,8 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None) -> Trained
         hyperparameters=dict(spec.hyperparameters),
         data_fingerprint=data_fingerprint(split.X_train, split.y_train),
         reference=split.X_train.tail(REFERENCE_ROWS).reset_index(drop=True),
+        train_start_ts=int(split.ts_train.min()) if len(split.ts_train) else None,
+        train_end_ts=int(split.ts_train.max()) if len(split.ts_train) else None,
     )
 
 

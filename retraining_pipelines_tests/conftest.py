@@ -11,6 +11,7 @@ import pytest
 
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
+from retraining_pipelines.notifications import wait_for_deliveries
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,14 +29,15 @@ TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC), days=90, units=6, seed=11,
 
 
 @pytest.fixture(autouse=True)
-def isolated_dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Nothing a test does may touch the developer's own dagster_home/."""
+def isolated_dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Nothing a test does may touch the developer's own dagster_home/ (or outlive the test)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for var in ("PLANT_DATABASE_URL", "MODEL_REGISTRY_DIR", "ENABLE_AUTOMATED_RETRAINING"):
+    for var in ("PLANT_DATABASE_URL", "MODEL_REGISTRY_DIR", "ENABLE_AUTOMATED_RETRAINING", "NOTIFY_WEBHOOK_URL"):
         monkeypatch.delenv(var, raising=False)
-    return home
+    yield home
+    wait_for_deliveries()  # webhook deliveries run on threads: let them finish inside their own test
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,12 @@ import pytest
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV
 from retraining_pipelines.generator import DriftScenario, PlantData, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
-from retraining_pipelines.schedules import DRIFT_COOLDOWN_ENV
 
 from .conftest import TEST_CONFIG
 from .helpers import metadata_of, pipeline_resources, retrain

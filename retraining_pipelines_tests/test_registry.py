@@ -118,7 +118,7 @@ def test_rollback_with_nothing_to_roll_back_changes_nothing(registry: ModelRegis
 
 def test_active_version_cannot_be_archived_directly(registry: ModelRegistry) -> None:
     v1 = _register(registry)
-    registry.set_model_status("disease", v1, ModelStatus.ACTIVE)
+    registry.promote("disease", v1, reason="first")
     with pytest.raises(RegistryError, match="one version must stay active"):
         registry.set_model_status("disease", v1, ModelStatus.ARCHIVED)
     assert registry.get_active_version("disease") == v1
@@ -157,12 +157,15 @@ def test_a_file_changed_after_registration_is_refused(registry: ModelRegistry, d
 
 
 def test_a_tampered_version_can_never_become_active(registry: ModelRegistry) -> None:
-    v1, v2 = _register(registry), _register(registry, 1)
+    v1, v2, v3 = _register(registry), _register(registry, 1), _register(registry, 2)
     registry.promote("disease", v1, reason="first")
-    path = registry.get_version("disease", v2).path
-    path.write_bytes(path.read_bytes() + b"evil")
+    registry.promote("disease", v2, reason="second")
+    registry.rollback("disease")  # v2 is archived now: a legitimate rollback target, once served
+    for version in (v2, v3):
+        path = registry.get_version("disease", version).path
+        path.write_bytes(path.read_bytes() + b"evil")
     with pytest.raises(ModelIntegrityError):
-        registry.promote("disease", v2, reason="should not happen")
+        registry.promote("disease", v3, reason="should not happen")
     with pytest.raises(ModelIntegrityError):
         registry.rollback("disease", to_version=v2)
     assert registry.get_active_version("disease") == v1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,13 +16,13 @@ from retraining_pipelines.assets import RETRAIN_ASSETS
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import generate
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
+from retraining_pipelines.notifications import Notifier, retrain_failure_notifier, wait_for_deliveries
 from retraining_pipelines.registry import ModelRegistry, ModelStatus
 from retraining_pipelines.rollback import rollback_model_job
 
 from .conftest import TEST_CONFIG
 from .helpers import failure_messages, metadata_of, pipeline_resources, retrain
-from .webhook import webhook_server
+from .webhook import garbage, raw_server, trickle, webhook_server
 
 MODEL = "disease"
 
@@ -55,7 +57,8 @@ def test_two_retrains_give_1_0_0_then_1_1_0_with_checksummed_artifacts(
     assert out["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     result = metadata_of(second, "validation_metrics")
     assert (result["old_version"], result["new_version"], result["active_version"]) == ("1.0.0", "1.1.0", "1.1.0")
-    assert result["promoted"] is True and result["compared_on"] == "same hold-out"
+    assert result["promoted"] is True and result["compared_on"] == "fair hold-out"
+    assert result["fair_holdout_rows"] == result["holdout_rows"], "v1.0.0 never saw any of v1.1.0's hold-out"
     assert result["improvement"] == pytest.approx(0.0, abs=1e-9), "same data, same model: no change"
     assert registry.get_active_version(MODEL) == "1.1.0"
     assert registry.get_version(MODEL, "1.0.0").status == ModelStatus.ARCHIVED
@@ -89,7 +92,7 @@ def test_a_degraded_candidate_is_rejected_and_the_active_model_untouched(
     assert result.success, "a rejection is a normal outcome, not a failed run"
     meta = metadata_of(result, "validation_metrics")
     assert meta["promoted"] is False
-    assert "worse than the active model" in meta["reason"] or "below the quality floor" in meta["reason"]
+    assert "worse (limit 5 %)" in meta["reason"] or "below the quality floor" in meta["reason"]
     assert meta["improvement"] < -5, "far more than the 5 % the spec's rule allows"
     assert registry.get_active_version(MODEL) == "1.0.0"
     assert registry.get_version(MODEL, "1.1.0").status == ModelStatus.REJECTED
@@ -155,6 +158,7 @@ def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(
     with webhook_server() as (url, received):
         resources = {**pipeline_resources(plant_store), "notifier": Notifier(webhook_url=url)}
         assert retrain(MODEL, plant_store, instance, resources=resources).success
+        wait_for_deliveries()
     assert received[-1]["type"] == "model_retrained" and received[-1]["message"].startswith("Model retrained: disease")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,8 +170,12 @@ def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(
 
 def test_webhook_server_errors_are_retried_then_given_up(isolated_dagster_home: Path) -> None:
     with webhook_server(status=500) as (url, received):
-        ok = Notifier(webhook_url=url, retries=2).send({"type": "drift_detected", "model_type": MODEL}, "drift")
-    assert ok is False and len(received) == 3
+        notifier = Notifier(webhook_url=url, retries=2)
+        notifier.send({"type": "drift_detected", "model_type": MODEL}, "drift").join(10)
+    assert len(received) == 3
+    errors = notifier.read_errors()
+    assert len(errors) == 1 and "gave up after 3 attempts: HTTP 500" in errors[0]["error"]
+    assert notifier.read_log()[-1]["type"] == "drift_detected", "the event itself is in the log"
 
 
 def test_unknown_notification_types_are_refused(isolated_dagster_home: Path) -> None:
@@ -184,7 +192,8 @@ def test_failed_runs_are_notified(plant_store: PlantDataStore, instance: dg.Dags
     failure_event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
     context = dg.build_run_status_sensor_context(
         sensor_name="retrain_failure_notifier", dagster_event=failure_event, dagster_instance=instance,
-        dagster_run=failed.dagster_run, resources={"notifier": Notifier()},
+        dagster_run=failed.dagster_run,
+        resources={"notifier": Notifier(), "model_registry": pipeline_resources(plant_store)["model_registry"]},
     ).for_run_failure()
     retrain_failure_notifier(context)
     event = Notifier().read_log()[-1]
@@ -207,3 +216,31 @@ def test_registry_dir_is_configurable(tmp_path: Path, plant_store: PlantDataStor
     assert ModelRegistry(tmp_path / "elsewhere").get_active_version(MODEL) == "1.0.0"
     assert ModelRegistryResource(registry_dir=str(tmp_path / "cfg")).get().root == tmp_path / "cfg"
     assert (tmp_path / "cfg" / "registry.sqlite").exists()
+
+
+@pytest.mark.parametrize("server", ["trickle", "garbage", "no scheme", "unknown scheme"])
+def test_a_bad_webhook_never_decides_or_delays_a_retrain(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry, server: str
+) -> None:
+    """The issue's cases: a server trickling a byte every 1.5 s held a retrain 54 s; a URL without a
+    scheme or a non-HTTP answer raised out of the notifier after the new version was already active."""
+    with contextlib.ExitStack() as stack:
+        if server in ("trickle", "garbage"):
+            url = stack.enter_context(raw_server(trickle if server == "trickle" else garbage))
+        else:
+            url = "127.0.0.1:9/hook" if server == "no scheme" else "gopher://127.0.0.1/hook"
+        notifier = Notifier(webhook_url=url, deadline_seconds=2.0)
+        resources = {**pipeline_resources(plant_store), "notifier": notifier}
+        run = retrain(MODEL, plant_store, instance, resources=resources)
+        assert run.success and metadata_of(run, "validation_metrics")["promoted"] is True
+        assert registry.get_active_version(MODEL) == "1.0.0"
+        started = time.monotonic()
+        wait_for_deliveries(timeout=30)
+        waited = time.monotonic() - started
+    assert waited < 10, f"delivery outlived its 2 s total deadline by far ({waited:.1f} s)"
+    errors = notifier.read_errors()
+    assert [e["event"] for e in errors] == ["model_retrained"], errors
+    expected = {"trickle": "deadline", "garbage": "BadStatusLine", "no scheme": "not an http(s) URL",
+                "unknown scheme": "not an http(s) URL"}[server]
+    assert expected in errors[0]["error"] or (server == "trickle" and "timed out" in errors[0]["error"])
+    assert notifier.read_log()[-1]["type"] == "model_retrained", "the log has the event all the same"

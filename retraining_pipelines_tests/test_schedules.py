@@ -104,7 +104,7 @@ def test_definitions_have_one_schedule_per_scheduled_job(tmp_path: Path, plant_s
     defs = build_definitions(job_store=store, resources=pipeline_resources(plant_store))
     names = sorted(s.name for s in defs.schedules)
     assert names == [f"retrain_disease_daily_job{ids[0]}", f"retrain_disease_monthly_job{ids[1]}"]
-    assert {s.name for s in defs.sensors} == {"drift_sensor", "retrain_failure_notifier"}
+    assert {s.name for s in defs.sensors} == {"drift_sensor", "retrain_failure_notifier", "run_health_sensor"}
     schedule = defs.resolve_schedule_def(names[0])
     assert schedule.job_name == "retrain_model_job" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 

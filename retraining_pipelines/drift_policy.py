@@ -1,0 +1,203 @@
+"""When drift leads to a retrain: the trigger policy (windows, cool-down, retries, escalation).
+
+The statistics live in `drift.py`; this module decides what to do with a verdict, and the Dagster
+sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` uses it too).
+
+* One on_drift job per model type is consulted: the most sensitive (lowest threshold).
+* No request while a retrain of that model is queued or running, or within the cool-down
+  (`RETRAINING_DRIFT_COOLDOWN_HOURS`, default 12) of the last one. Runs whose process died are
+  marked failed first (`runs.sweep`), so a dead run never blocks this.
+* **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
+  leaves the drifted version active; the next tick sees the same version still drifting and
+  retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, and learns from a
+  shorter, more recent window (the job's window halved per retry, never below the 7-day drift
+  window and never below the job's `min_samples`), because the evidence says the older rows
+  describe a world that is gone. From the `UNRESOLVED_AFTER`-th failed attempt on, each retry also
+  sends `drift_unresolved`, so a person looks at it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from retraining_pipelines.assets import samples_run_config
+from retraining_pipelines.datastore import DAY, PlantDataStore, Window, parse_time_range
+from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
+from retraining_pipelines.errors import InsufficientSamplesError
+from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
+from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+from retraining_pipelines.runs import sweep
+
+PARTITION_TAG = "dagster/partition"
+DRIFT_COOLDOWN_ENV = "RETRAINING_DRIFT_COOLDOWN_HOURS"
+DEFAULT_COOLDOWN_H = 12.0
+#: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
+UNRESOLVED_AFTER = 3
+ATTEMPT_TAG = "retraining/drift_attempt"
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+
+
+@dataclass
+class DriftEvaluation:
+    """What one drift check over all on_drift jobs decided."""
+
+    run_requests: list[dg.RunRequest] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    measurements: dict[str, DriftMetrics] = field(default_factory=dict)
+    cursor: dict[str, Any] = field(default_factory=dict)
+
+    def observations(self) -> list[dg.AssetObservation]:
+        """Drift measurements as observations on the model, so the UI shows them per partition."""
+        return [
+            dg.AssetObservation(asset_key="trained_model", partition=model_type, metadata=_drift_metadata(m))
+            for model_type, m in self.measurements.items()
+        ]
+
+
+def _drift_metadata(m: DriftMetrics) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"drift_status": m.status, "reason": m.reason,
+                                "labelled_predictions": dg.MetadataValue.int(m.sample_count),
+                                "model_version": str(m.model_version)}
+    for name in ("accuracy_drift", "current_accuracy", "baseline_accuracy", "drifted_feature_share"):
+        value = getattr(m, name)
+        if value is not None:
+            metadata[name] = dg.MetadataValue.float(round(float(value), 4))
+    return metadata
+
+
+def drift_jobs_by_model(jobs: list[StoredJob]) -> dict[str, StoredJob]:
+    """One job per model type: the most sensitive (lowest threshold) when several watch it."""
+    chosen: dict[str, StoredJob] = {}
+    for job in jobs:
+        if job.schedule_type == "on_drift" and job.enabled:
+            best = chosen.get(job.model_type)
+            if best is None or job.drift_threshold < best.drift_threshold:
+                chosen[job.model_type] = job
+    return chosen
+
+
+def cooldown() -> timedelta:
+    return timedelta(hours=float(os.environ.get(DRIFT_COOLDOWN_ENV, DEFAULT_COOLDOWN_H)))
+
+
+def retry_time_range(job: StoredJob, attempt: int, store: PlantDataStore, end: datetime) -> str:
+    """The window attempt `attempt` learns from: the job's, halved per retry while data suffice."""
+    days = parse_time_range(job.time_range) // DAY
+    floor_days = parse_time_range(DRIFT_WINDOW) // DAY
+    chosen = job.time_range
+    for _ in range(attempt - 1):
+        days = max(floor_days, days // 2)
+        candidate = f"last_{days}d"
+        if store.count_samples(job.model_type, candidate, end) < job.min_samples:
+            break
+        chosen = candidate
+    return chosen
+
+
+def evaluate_drift_jobs(
+    jobs: list[StoredJob],
+    instance: dg.DagsterInstance,
+    store: PlantDataStore,
+    registry: ModelRegistry,
+    notifier: Notifier,
+    cursor: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    window: str = DRIFT_WINDOW,
+) -> DriftEvaluation:
+    """Decide, for each watched model type, whether to request a retrain now (and why not)."""
+    now = now or datetime.now(UTC)
+    sweep(instance, registry)  # a dead run must never count as "already running"
+    result = DriftEvaluation(cursor=dict(cursor or {}))
+    detector = DriftDetector(registry, store)
+    span = Window.last(window, now)
+    for model_type, job in drift_jobs_by_model(jobs).items():
+        busy = _busy_reason(instance, model_type, now)
+        if busy:
+            result.skipped[model_type] = busy
+            continue
+        metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now)
+        result.measurements[model_type] = metrics
+        if not metrics.requires_retraining:
+            result.skipped[model_type] = metrics.reason
+            continue
+        attempt, wait = _attempt(result.cursor.get(model_type), metrics, now)
+        if wait:
+            result.skipped[model_type] = wait
+            continue
+        time_range = retry_time_range(job, attempt, store, now)
+        available = store.count_samples(model_type, time_range, now)
+        if available < job.min_samples:
+            result.skipped[model_type] = (
+                f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
+            continue
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range))
+        result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
+                                     "requested_at": now.timestamp(), "time_range": time_range}
+        _notify(notifier, job, metrics, attempt, time_range)
+    return result
+
+
+def _attempt(last: dict[str, Any] | None, metrics: DriftMetrics, now: datetime) -> tuple[int, str | None]:
+    """Which attempt a request now would be for this drifted version, or why to wait."""
+    if not last or last.get("version") != metrics.model_version:
+        return 1, None
+    attempt = int(last.get("attempts", 1)) + 1
+    delay = cooldown() * 2 ** (attempt - 2)
+    elapsed = now.timestamp() - float(last.get("requested_at", 0))
+    if elapsed < delay.total_seconds():
+        return attempt, (f"v{metrics.model_version} still drifts after {attempt - 1} retrain(s); retry {attempt} "
+                         f"in {(delay.total_seconds() - elapsed) / 3600:.1f} h ({metrics.reason})")
+    return attempt, None
+
+
+def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -> str | None:
+    """A retrain in flight, or one too recent: a drift retrain now would only duplicate it."""
+    in_flight = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: model_type}, statuses=IN_FLIGHT), limit=1)
+    if in_flight:
+        return f"a retrain of {model_type} is already queued or running (run {in_flight[0].run_id[:8]})"
+    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: model_type}), limit=1)
+    if records:
+        started = datetime.fromtimestamp(records[0].create_timestamp.timestamp(), UTC)
+        wait = cooldown()
+        if now - started < wait:
+            ago, limit = (now - started).total_seconds() / 3600, wait.total_seconds() / 3600
+            return f"last retrain of {model_type} was {ago:.1f} h ago, within the {limit:g} h cool-down"
+    return None
+
+
+def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt: int,
+                   time_range: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
+        partition_key=job.model_type,
+        run_config=samples_run_config(time_range, job.min_samples),
+        tags={
+            TRIGGER_TAG: "drift",
+            JOB_ID_TAG: str(job.job_id),
+            ATTEMPT_TAG: str(attempt),
+            "retraining/accuracy_drift": f"{metrics.accuracy_drift:.4f}",
+            "retraining/baseline_accuracy": f"{metrics.baseline_accuracy:.4f}",
+            "retraining/current_accuracy": f"{metrics.current_accuracy:.4f}",
+            "retraining/labelled_predictions": str(metrics.sample_count),
+        },
+    )
+
+
+def _notify(notifier: Notifier, job: StoredJob, metrics: DriftMetrics, attempt: int, time_range: str) -> None:
+    event = {"type": "drift_detected", "model_type": job.model_type, "model_version": metrics.model_version,
+             "job_id": job.job_id, "accuracy_drift": metrics.accuracy_drift, "threshold": job.drift_threshold,
+             "baseline_accuracy": metrics.baseline_accuracy, "current_accuracy": metrics.current_accuracy,
+             "labelled_predictions": metrics.sample_count, "attempt": attempt, "time_range": time_range}
+    notifier.send(event, f"Drift detected: {job.model_type} v{metrics.model_version}, {metrics.reason}; "
+                  f"retraining on {time_range} (attempt {attempt})")
+    if attempt > UNRESOLVED_AFTER:
+        notifier.send({**event, "type": "drift_unresolved", "failed_attempts": attempt - 1},
+                      f"Drift unresolved: {job.model_type} v{metrics.model_version} is still active and drifting "
+                      f"after {attempt - 1} retrains; retrying on {time_range}. A person should look at it.")
