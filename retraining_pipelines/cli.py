@@ -7,12 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
-from retraining_pipelines.errors import RetrainingError
-from retraining_pipelines.generator import DRIFT_KINDS, GeneratorConfig, demo_config, generate
+from retraining_pipelines.errors import InvalidFieldError, RetrainingError
+from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, demo_config, generate
 from retraining_pipelines.service import AutomatedRetrainingService
 from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, dagster_home
 
@@ -27,14 +28,57 @@ def seed_demo(store: PlantDataStore, config: GeneratorConfig, force: bool = Fals
     return True
 
 
+HELD_BACK = "demo_held_back.json"  # under DAGSTER_HOME: the demo world whose drifted days wait
+
+
 def _cmd_seed(args: argparse.Namespace) -> int:
     store = PlantDataStore()
+    if args.release_drift:
+        return _release_drift(store)
     config = demo_config(days=args.days, units=args.units, drift=args.drift, drift_days_ago=args.drift_days_ago,
                          drift_magnitude=args.drift_magnitude)
+    if args.hold_back_drift:
+        return _hold_back_drift(store, config, args)
     if seed_demo(store, config, force=args.force):
         print(f"Seeded {args.units} grow units x {args.days} days of demo plant data into {store.url}")
     else:
         print(f"{store.url} already has plant data; nothing written (use --force to add more).")
+    return 0
+
+
+def _hold_back_drift(store: PlantDataStore, config: GeneratorConfig, args: argparse.Namespace) -> int:
+    """Write the world up to the drift's start; keep how to make the rest for `--release-drift`."""
+    if not config.drift:
+        raise InvalidFieldError("--hold-back-drift", True, "only together with --drift KIND")
+    if not args.force and not store.is_empty():
+        print(f"{store.url} already has plant data; nothing written (use --force to add more).")
+        return 0
+    drift = config.drift[0]
+    before, _ = generate(config).split(int(drift.start.timestamp()))
+    store.write_frames(before)
+    (dagster_home() / HELD_BACK).write_text(json.dumps({
+        "end": config.end.isoformat(), "days": config.days, "units": config.units, "drift": drift.kind,
+        "drift_start": drift.start.isoformat(), "drift_magnitude": drift.magnitude}))
+    print(f"Seeded {config.units} grow units x {config.days} days up to the start of {drift.kind} drift "
+          f"({drift.start:%Y-%m-%d %H:%M} UTC) into {store.url}; `retraining seed-demo --release-drift` adds the rest.")
+    return 0
+
+
+def _release_drift(store: PlantDataStore) -> int:
+    """The drifted days arrive, exactly as the held-back world had them."""
+    path = dagster_home() / HELD_BACK
+    if not path.exists():
+        raise InvalidFieldError("--release-drift", True, f"only after `seed-demo --drift KIND --hold-back-drift` "
+                                f"(no {path})")
+    saved = json.loads(path.read_text())
+    start = datetime.fromisoformat(saved["drift_start"])
+    config = GeneratorConfig(end=datetime.fromisoformat(saved["end"]), days=saved["days"], units=saved["units"],
+                             drift=(DriftScenario(saved["drift"], start, saved["drift_magnitude"]),))
+    _, after = generate(config).split(int(start.timestamp()))
+    store.write_frames(after)
+    path.unlink()
+    rows = sum(len(frame) for frame in after.values())
+    print(f"Released {rows} rows of {saved['drift']} drift since {start:%Y-%m-%d %H:%M} UTC into {store.url}")
     return 0
 
 
@@ -118,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--drift", choices=sorted(DRIFT_KINDS), help="switch on a drift scenario")
     seed.add_argument("--drift-days-ago", type=float, default=10, help="when the drift starts")
     seed.add_argument("--drift-magnitude", type=float, default=1.0, help="scales the drift's size")
+    seed.add_argument("--hold-back-drift", action="store_true",
+                      help="write only the data before the drift starts (train a model on it first)")
+    seed.add_argument("--release-drift", action="store_true", help="write the drifted days held back before")
     seed.set_defaults(func=_cmd_seed)
     serve = sub.add_parser("serve", help="run the Dagster UI and daemon (seeds demo data first)")
     serve.add_argument("--host", default="127.0.0.1")

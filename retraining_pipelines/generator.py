@@ -100,6 +100,19 @@ class PlantData:
     def tables(self) -> dict[str, pd.DataFrame]:
         return dict(vars(self))
 
+    def split(self, at_ts: int) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """The rows the plant app writes before `at_ts`, and those it writes after (units and plants up front).
+
+        Lets a demo or a test train a model first and have the (drifted) rest of the world arrive later.
+        """
+        before, after = {}, {}
+        for name, frame in self.tables().items():
+            if "ts" not in frame:
+                before[name], after[name] = frame, frame.iloc[0:0]
+            else:
+                before[name], after[name] = frame[frame["ts"] < at_ts], frame[frame["ts"] >= at_ts]
+        return before, after
+
 
 def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None,
                 drift_days_ago: float = 10, drift_magnitude: float = 1.0) -> GeneratorConfig:

@@ -64,8 +64,9 @@ def retrained_event(result: RetrainingResult) -> tuple[dict[str, Any], str]:
     if result.promoted:
         message = f"Model retrained: {result.model_type} v{result.new_version} (accuracy: {new_acc:.2%})"
     else:
+        kept = f"v{result.active_version} stays active" if result.active_version else "no version is active yet"
         message = (f"Model rejected: {result.model_type} v{result.new_version} (accuracy: {new_acc:.2%}); "
-                   f"v{result.old_version} stays active - {result.reason}")
+                   f"{kept} - {result.reason}")
     return payload, message
 
 

@@ -152,6 +152,7 @@ CREATE TABLE IF NOT EXISTS versions (
     training_duration REAL NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
     data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
     numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
+    train_start_ts INTEGER, train_end_ts INTEGER,
     PRIMARY KEY (model_type, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';
@@ -222,7 +223,11 @@ class ModelRegistry:
             present = {row["name"] for row in conn.execute("PRAGMA table_info(versions)")}
             for column, kind in _ADDED_COLUMNS.items():
                 if column not in present:
-                    conn.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+                    try:
+                        conn.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as err:  # another process migrated it first
+                        if "duplicate column" not in str(err):
+                            raise
         self._clear_stale_staging()
 
     # ------------------------------------------------------------------ connections

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
-from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV
-from retraining_pipelines.generator import DriftScenario, PlantData, generate
+from retraining_pipelines.drift_policy import ATTEMPT_TAG, DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
+from retraining_pipelines.generator import DriftScenario, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
@@ -29,18 +29,6 @@ from .helpers import metadata_of, pipeline_resources, retrain
 MODEL = "disease"
 NOW = TEST_CONFIG.end
 DRIFT_START = NOW - timedelta(days=30)
-
-
-def _split(data: PlantData, at: datetime) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """The plant-app rows written before `at`, and those written after (units and plants up front)."""
-    cut = int(at.timestamp())
-    before, after = {}, {}
-    for name, frame in data.tables().items():
-        if "ts" not in frame:
-            before[name], after[name] = frame, frame.iloc[0:0]
-        else:
-            before[name], after[name] = frame[frame["ts"] < cut], frame[frame["ts"] >= cut]
-    return before, after
 
 
 @dataclasses.dataclass
@@ -67,7 +55,7 @@ def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance) -> World:
     """
     config = dataclasses.replace(TEST_CONFIG, days=100,
                                  drift=(DriftScenario("sensor_recalibration", DRIFT_START),) if drift else ())
-    before, after = _split(generate(config), DRIFT_START if drift else NOW + timedelta(days=1))
+    before, after = generate(config).split(int((DRIFT_START if drift else NOW + timedelta(days=1)).timestamp()))
     store = PlantDataStore(database_url=f"sqlite:///{tmp / 'plant.sqlite'}")
     store.write_frames(before)
     resources = {**pipeline_resources(store, registry_dir=str(tmp / "registry")), "notifier": Notifier(
@@ -128,14 +116,46 @@ def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cool
         assert again.run_requests == [] and "insufficient data" in again.skip_reason.skip_message
 
 
-def test_the_cursor_stops_a_second_trigger_on_the_same_window(tmp_path: Path, no_cooldown: None) -> None:
+def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: None) -> None:
+    """Each tick that finds the same version still drifting retries on a shorter, more recent window;
+    from the fourth attempt on (three failed retrains) it also says `drift_unresolved`."""
     with dg.instance_for_test() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
-        first = world.sensor()
+        log = Notifier(log_path=str(tmp_path / "notifications.jsonl"))
+        cursor, windows = None, []
+        for _ in range(4):  # the requested retrains are never run: as if each one was rejected
+            tick = world.sensor(cursor=cursor)
+            assert len(tick.run_requests) == 1, tick.skip_reason
+            request = tick.run_requests[0]
+            windows.append(request.run_config["ops"]["training_samples"]["config"]["time_range"])
+            cursor = tick.cursor
+        assert windows == ["last_28d", "last_14d", "last_7d", "last_7d"]
+        assert [json.loads(cursor)[MODEL][k] for k in ("version", "attempts")] == ["1.0.0", 4]
+        assert request.tags[ATTEMPT_TAG] == "4"
+        events = [e["type"] for e in log.read_log()]
+        assert events.count("drift_detected") == 4 and events.count("drift_unresolved") == 1
+        unresolved = log.read_log()[-1]
+        assert unresolved["type"] == "drift_unresolved" and unresolved["failed_attempts"] == 3
+
+
+def test_retries_back_off_by_the_cool_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dg.instance_for_test() as instance:
+        world = _world(tmp_path, drift=True, instance=instance)
+        monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "2")
+        notifier = Notifier(log_path=str(tmp_path / "n.jsonl"))
+        evaluate = functools.partial(evaluate_drift_jobs, world.jobs.list("on_drift"), instance, world.store,
+                                     world.registry, notifier)
+        later = NOW + timedelta(hours=3)  # past the cool-down after v1's training run
+        first = evaluate(now=later)
         assert len(first.run_requests) == 1
-        assert json.loads(first.cursor)[MODEL]["version"] == "1.0.0"
-        second = world.sensor(cursor=first.cursor)  # the retrain was not run (or was rejected)
-        assert second.run_requests == [] and "already triggered for v1.0.0" in second.skip_reason.skip_message
+        for hours, requested in ((1.9, False), (2.1, True)):
+            tick = evaluate(cursor=first.cursor, now=later + timedelta(hours=hours))
+            assert bool(tick.run_requests) is requested, tick.skipped
+        assert "retry 2 in 0.1 h" in evaluate(cursor=first.cursor, now=later + timedelta(hours=1.9)).skipped[MODEL]
+        second = evaluate(cursor=first.cursor, now=later + timedelta(hours=2.1))
+        third_too_soon = evaluate(cursor=second.cursor, now=later + timedelta(hours=2.1 + 3.9))
+        assert third_too_soon.run_requests == [], "attempt 3 waits twice the cool-down"
+        assert evaluate(cursor=second.cursor, now=later + timedelta(hours=2.1 + 4.1)).run_requests
 
 
 def test_a_stable_model_is_not_retrained_and_the_reason_has_the_numbers(stable_world: World, no_cooldown: None) -> None:

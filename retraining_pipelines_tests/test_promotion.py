@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
 import pytest
 
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT, Comparison, decide
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.features import engineer_features
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.promotion import MIN_FAIR_ROWS, ROLLBACK_TOLERANCE_PCT, Comparison, decide
+from retraining_pipelines.registry import ModelStatus
+from retraining_pipelines.training import time_split
+from retraining_pipelines.versioning import parse_version
+
+from .helpers import metadata_of, retrain
+
+MODEL = "disease"
+ROOT = Path(__file__).resolve().parent.parent
 
 DISEASE = get_spec("disease")  # floor: accuracy >= 0.55
 BASELINE = {"accuracy": 0.40}
@@ -58,3 +77,69 @@ def test_a_first_version_below_a_compound_floor_is_rejected() -> None:
 def test_the_tolerance_is_the_spec_s_five_percent_and_configurable() -> None:
     assert ROLLBACK_TOLERANCE_PCT == 5.0
     assert decide(DISEASE, {"accuracy": 0.8}, _vs(0.80, 0.75), BASELINE, "1.1.0", tolerance_pct=10).promote
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_with_two_time_ranges_the_champion_is_judged_only_on_rows_it_never_saw(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    """Champion on `last_30d` (trained up to ~6 days ago), candidate on `last_90d` (hold-out: the last
+    ~18 days): only the hold-out rows after the champion's last training row may be compared."""
+    assert retrain(MODEL, plant_store, instance, {"time_range": "last_30d"}).success
+    registry = ModelRegistryResource().get()
+    champion = registry.get_version(MODEL, "1.0.0")
+    assert champion.train_start_ts < champion.train_end_ts
+    run = retrain(MODEL, plant_store, instance, {"time_range": "last_90d"})
+    meta = metadata_of(run, "validation_metrics")
+
+    split = time_split(engineer_features(plant_store.training_samples(MODEL, time_range="last_90d")))
+    fair = split.ts_holdout > champion.train_end_ts
+    assert 0 < fair.sum() < len(fair), "some of the candidate's hold-out is the champion's training data"
+    assert meta["fair_holdout_rows"] == int(fair.sum()) and meta["holdout_rows"] == len(fair)
+    assert meta["compared_on"].startswith(f"fair hold-out ({int(fair.sum())} of {len(fair)} rows")
+    truth = split.y_holdout[fair].to_numpy()
+    champion_model = registry.load_model(MODEL, "1.0.0")
+    assert meta["old_accuracy"] == pytest.approx(float(np.mean(champion_model.predict(split.X_holdout[fair]) == truth)))
+    # on every hold-out row, rows it trained on included, the champion would have looked better
+    flattering = float(np.mean(champion_model.predict(split.X_holdout) == split.y_holdout.to_numpy()))
+    assert flattering > meta["old_accuracy"]
+
+
+def test_too_few_unseen_rows_fall_back_to_recorded_metrics_and_say_so(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    assert retrain(MODEL, plant_store, instance, {"time_range": "last_5d", "min_samples": 30}).success
+    champion = ModelRegistryResource().get().get_version(MODEL, "1.0.0")
+    meta = metadata_of(retrain(MODEL, plant_store, instance), "validation_metrics")
+    assert meta["fair_holdout_rows"] < MIN_FAIR_ROWS
+    assert meta["compared_on"].startswith(f"recorded (only {meta['fair_holdout_rows']} hold-out rows after v1.0.0")
+    assert meta["old_accuracy"] == pytest.approx(champion.metrics["accuracy"])
+
+
+def test_parallel_retrains_each_gate_their_own_candidate(
+    isolated_dagster_home: Path, plant_db_url: str
+) -> None:
+    """The issue's race: 8 parallel `retrain_model` calls (here 4 processes, 2 cores) of one model type."""
+    env = {**os.environ, "DAGSTER_HOME": str(isolated_dagster_home), "PLANT_DATABASE_URL": plant_db_url}
+    dg.DagsterInstance.from_config(str(isolated_dagster_home)).dispose()  # the instance's schema, made once
+    workers = [subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", MODEL,
+                                 f"last_{85 + i}d"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for i in range(4)]
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    registry = ModelRegistryResource().get()
+    versions = [r["new_version"] for r in results]
+    assert sorted(versions) == ["1.0.0", "1.1.0", "1.2.0", "1.3.0"], "one version per run, none claimed twice"
+    for result in results:
+        record = registry.get_version(MODEL, result["new_version"])
+        assert record.run_id == result["run_id"], "each run gated and reported the version it trained"
+        assert record.status == (ModelStatus.ACTIVE if result["new_version"] == registry.get_active_version(MODEL)
+                                 else record.status)
+    statuses = {v.version: v.status for v in registry.list_versions(MODEL)}
+    assert ModelStatus.CANDIDATE not in statuses.values(), statuses
+    assert list(statuses.values()).count(ModelStatus.ACTIVE) == 1
+    promoted = [e.to_version for e in registry.audit_trail(MODEL) if e.event == "promoted"]
+    assert promoted == sorted(promoted, key=parse_version), "an older version never replaced a newer active one"

@@ -1,0 +1,135 @@
+"""A live service for walkthrough tests: `retraining serve` (Dagster UI + daemon) on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LOCATION = "retraining_pipelines"
+REPOSITORY = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.load(response)
+    if answer.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {answer['errors']}")
+    return answer["data"]
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The `retraining` console script, as a user types it."""
+    return subprocess.run([str(BIN / "retraining"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})}, check=False)
+
+
+def new_home(tmp: Path) -> Path:
+    """A DAGSTER_HOME with the project's committed instance config (queue, limits, run monitoring)."""
+    home = tmp / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@contextmanager
+def serving(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`retraining serve` (what scripts/run execs) until the block ends; yields the UI's URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(home / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(
+        [str(BIN / "retraining"), "serve", "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})}, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                graphql(url, "{ version }")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    tail = (home / "serve.log").read_text()[-2000:]
+                    raise RuntimeError(f"the service did not start: {tail}") from None
+                time.sleep(1)
+        yield url
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(process.pid, sig)
+                process.wait(timeout=wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        log.close()
+
+
+LAUNCH = """mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status tags { key value } } } }"""
+START_SENSOR = """mutation Start($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status } } ... on PythonError { message }
+  }
+}"""
+RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results { runId status
+  tags { key value } } } } }"""
+
+
+def launch_retrain(url: str, model_type: str) -> str:
+    """What the UI's Materialize does for one partition: a retrain_model_job run of that model type."""
+    params = {"selector": {**REPOSITORY, "jobName": "retrain_model_job"},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": model_type}]}}
+    answer = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    if answer["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"launch failed: {answer}")
+    return answer["run"]["runId"]
+
+
+def wait_for_run(url: str, run_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(2)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s")
+
+
+def start_sensor(url: str, name: str) -> None:
+    answer = graphql(url, START_SENSOR, {"selector": {**REPOSITORY, "sensorName": name}})["startSensor"]
+    if answer["__typename"] != "Sensor":
+        raise RuntimeError(f"could not start {name}: {answer}")
+
+
+def runs_tagged(url: str, key: str, value: str) -> list[dict[str, Any]]:
+    flt = {"tags": [{"key": key, "value": value}]}
+    return graphql(url, RUNS, {"filter": flt})["runsOrError"]["results"]

@@ -1,0 +1,151 @@
+"""No stuck runs, no stranded candidates: real processes killed with SIGKILL, then the next tick."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retraining_pipelines.assets import RETRAIN_ASSETS
+from retraining_pipelines.code_location import build_definitions
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV
+from retraining_pipelines.errors import RegistryError
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.jobstore import JobStore, validate_job
+from retraining_pipelines.registry import ModelRegistry, ModelStatus
+from retraining_pipelines.runs import PID_TAG, process_alive, sweep
+
+from .helpers import pipeline_resources, retrain
+
+MODEL = "disease"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start_worker(home: Path, db_url: str) -> subprocess.Popen:
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PLANT_DATABASE_URL": db_url}
+    return subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", MODEL], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_started_run(instance: dg.DagsterInstance, worker: subprocess.Popen,
+                          timeout: float = 120) -> dg.DagsterRun:
+    """The worker's run once its first step has said which process runs it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        tagged = [r for r in runs if r.tags.get(PID_TAG) == str(worker.pid)]
+        if tagged:
+            return tagged[0]
+        assert worker.poll() is None, worker.communicate()
+        time.sleep(0.05)
+    raise TimeoutError("the worker's run never started")
+
+
+def test_a_sigkilled_retrain_is_marked_failed_and_no_longer_blocks_drift(
+    isolated_dagster_home: Path, plant_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "0")
+    instance = dg.DagsterInstance.from_config(str(isolated_dagster_home))
+    worker = _start_worker(isolated_dagster_home, plant_db_url)
+    run = _wait_for_started_run(instance, worker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED, "Dagster alone never notices"
+
+    store = PlantDataStore(database_url=plant_db_url)
+    jobs = JobStore(isolated_dagster_home / "jobs.sqlite")
+    jobs.add(validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50))
+    resources = pipeline_resources(store)
+    defs = build_definitions(job_store=jobs, resources=resources)
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        tick = defs.resolve_sensor_def("drift_sensor")(context)
+    message = tick.skip_reason.skip_message
+    assert "already queued or running" not in message, message
+    assert "no active version" in message, "the tick judged the model instead of waiting on a dead run"
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    reason = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].message
+    assert f"pid {worker.pid}" in reason and "is gone" in reason
+
+    # the next retrain of that model proceeds and is served
+    after = _start_worker(isolated_dagster_home, plant_db_url)
+    _, err = after.communicate(timeout=300)
+    assert after.returncode == 0, err[-2000:]
+    assert ModelRegistryResource().get().get_active_version(MODEL) == "1.0.0"
+    instance.dispose()
+
+
+def test_a_live_run_is_never_reaped(isolated_dagster_home: Path, plant_db_url: str) -> None:
+    instance = dg.DagsterInstance.from_config(str(isolated_dagster_home))
+    worker = _start_worker(isolated_dagster_home, plant_db_url)
+    try:
+        run = _wait_for_started_run(instance, worker)
+        report = sweep(instance, ModelRegistryResource().get())
+        assert run.run_id not in report.reaped_runs
+        assert instance.get_run_by_id(run.run_id).status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
+    finally:
+        worker.communicate(timeout=300)
+    assert worker.returncode == 0
+    instance.dispose()
+
+
+def test_a_reused_pid_does_not_look_alive() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert process_alive(sleeper.pid)
+        assert not process_alive(sleeper.pid, started="1"), "same pid, other start time: another process"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not process_alive(sleeper.pid)
+
+
+def test_a_candidate_whose_run_ended_without_a_gate_is_abandoned_never_served(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, isolated_dagster_home: Path
+) -> None:
+    assert retrain(MODEL, plant_store, instance).success  # v1.0.0 active
+    partial = dg.materialize(RETRAIN_ASSETS, selection=["training_samples", "engineered_features", "trained_model"],
+                             partition_key=MODEL, instance=instance, resources=pipeline_resources(plant_store))
+    assert partial.success
+    registry: ModelRegistry = ModelRegistryResource().get()
+    assert registry.get_version(MODEL, "1.1.0").status == ModelStatus.CANDIDATE
+    report = sweep(instance, registry)
+    assert [(m, v) for m, v, _ in report.abandoned] == [(MODEL, "1.1.0")]
+    record = registry.get_version(MODEL, "1.1.0")
+    assert record.status == ModelStatus.ABANDONED
+    assert "ended SUCCESS before the promotion gate decided" in registry.audit_trail(MODEL)[-1].reason
+    for attempt in (lambda: registry.rollback(MODEL, to_version="1.1.0"),
+                    lambda: registry.set_model_status(MODEL, "1.1.0", ModelStatus.ACTIVE),
+                    lambda: registry.promote(MODEL, "1.1.0", reason="by hand")):
+        with pytest.raises(RegistryError):
+            attempt()
+    assert registry.get_active_version(MODEL) == "1.0.0"
+    assert sweep(instance, registry).abandoned == [], "a second sweep changes nothing"
+
+
+def test_rejected_and_never_gated_versions_are_never_restored(tmp_path: Path) -> None:
+    from .registry_workers import metadata, small_model
+
+    registry = ModelRegistry(tmp_path / "registry")
+    v1, v2, v3 = (registry.register_model(MODEL, small_model(i), metadata(MODEL)).version for i in range(3))
+    registry.promote(MODEL, v1, reason="first")
+    registry.reject(MODEL, v2, reason="worse")
+    trail = len(registry.audit_trail())
+    for target in (v2, v3):
+        with pytest.raises(RegistryError, match="never promoted"):
+            registry.rollback(MODEL, to_version=target)
+        with pytest.raises(RegistryError, match="never promoted"):
+            registry.set_model_status(MODEL, target, ModelStatus.ACTIVE)
+    with pytest.raises(RegistryError, match="never promoted"):
+        registry.set_model_status(MODEL, v3, ModelStatus.ARCHIVED)
+    assert registry.get_active_version(MODEL) == v1 and len(registry.audit_trail()) == trail
+    registry.promote(MODEL, v3, reason="gate passed")
+    assert registry.rollback(MODEL) == (v3, v1), "a version served before is a rollback target"
+    assert registry.set_model_status(MODEL, v3, ModelStatus.ACTIVE) is None

@@ -1,0 +1,94 @@
+"""README walkthroughs, run as written through the real service (`retraining serve`: UI + daemon)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retraining_pipelines.registry import ModelRegistry
+
+from .live import cli, launch_retrain, new_home, runs_tagged, serving, start_sensor, wait_for_run
+
+MODEL = "disease"
+
+
+def _events(home: Path) -> list[dict]:
+    path = home / "notifications.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, every: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path) -> None:
+    """README, *Scheduling and drift* -> "To see it work on demo data", step by step."""
+    home = new_home(tmp_path)
+    seeded = cli(home, "seed-demo", "--drift", "sensor_recalibration", "--drift-days-ago", "14",
+                 "--drift-magnitude", "2", "--hold-back-drift")
+    assert seeded.returncode == 0, seeded.stderr
+    env = {"RETRAINING_DRIFT_COOLDOWN_HOURS": "0", "RETRAINING_DRIFT_INTERVAL_SECONDS": "30"}
+    with serving(home, env) as url:
+        assert wait_for_run(url, launch_retrain(url, MODEL)) == "SUCCESS"  # "materialize the disease partition"
+        released = cli(home, "seed-demo", "--release-drift")
+        assert released.returncode == 0 and "Released" in released.stdout, released.stderr
+        replay = cli(home, "replay-predictions", MODEL)
+        assert replay.returncode == 0, replay.stderr
+        verdict = json.loads(replay.stdout[replay.stdout.index("{"):])
+        assert verdict["status"] == "drift" and verdict["model_version"] == "1.0.0"
+        start_sensor(url, "drift_sensor")
+        drift_run = _wait(lambda: runs_tagged(url, "retraining/trigger", "drift"), 240, "a drift-triggered run")[0]
+        assert wait_for_run(url, drift_run["runId"]) == "SUCCESS"
+        retrained = _wait(lambda: [e for e in _events(home) if e["type"] == "model_retrained"
+                                   and e["trigger"] == "drift"], 60, "model_retrained")[0]
+    types = [e["type"] for e in _events(home)]
+    assert types.index("drift_detected") < len(types) - 1 - types[::-1].index("model_retrained")
+    assert retrained["new_version"] == "1.1.0" and retrained["run_id"] == drift_run["runId"]
+    registry = ModelRegistry(home / "model_registry")
+    assert registry.get_active_version(MODEL) == "1.1.0"
+    pre_drift = verdict["baseline_accuracy"]
+    # served accuracy on post-drift data (the drift retrain's hold-out is entirely after the drift)
+    recovered = retrained["new_accuracy"]
+    assert recovered > verdict["current_accuracy"] + 0.3, "far better than the drifted model on the same world"
+    assert recovered > pre_drift - 0.10, f"back near the pre-drift level: {recovered:.3f} vs {pre_drift:.3f}"
+
+
+def test_a_killed_retrain_frees_the_queue_through_the_daemon(tmp_path: Path) -> None:
+    """SIGKILL the process of a daemon-launched retrain: run health marks it failed, the next one runs."""
+    home = new_home(tmp_path)
+    model = "climate_optimizer"  # the most rows: its run lives long enough to be killed mid-way
+    assert cli(home, "seed-demo").returncode == 0
+    with serving(home) as url:
+        first = launch_retrain(url, model)
+        pid = _wait(lambda: _pid_tag(url, first), 120, "the run's first step", every=0.1)
+        os.kill(int(pid), signal.SIGKILL)
+        queued = launch_retrain(url, model)  # waits behind the one-run-per-model limit
+        assert wait_for_run(url, first, timeout=240) == "FAILURE"
+        assert wait_for_run(url, queued, timeout=300) == "SUCCESS"
+    registry = ModelRegistry(home / "model_registry")
+    assert registry.get_active_version(model) == "1.0.0" and registry.candidates() == []
+
+
+def _pid_tag(url: str, run_id: str) -> str | None:
+    from .live import RUN_STATUS, graphql
+
+    run = graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]
+    return {t["key"]: t["value"] for t in run["tags"]}.get("retraining/pid")
+
+
+@pytest.fixture(autouse=True)
+def _no_project_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_WEBHOOK_URL", raising=False)
