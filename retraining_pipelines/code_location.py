@@ -10,7 +10,7 @@ import dagster as dg
 
 from retraining_pipelines.assets import RETRAIN_ASSETS, retrain_model_job
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource, RunScopedPickleIOManager
 from retraining_pipelines.jobstore import JobStore
 from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
 from retraining_pipelines.rollback import rollback_model_job
@@ -18,13 +18,16 @@ from retraining_pipelines.runs import run_health_sensor
 from retraining_pipelines.schedules import build_drift_sensor, build_schedules
 
 
-def default_resources() -> dict[str, Any]:
-    model_registry = ModelRegistryResource()
+def default_resources(plant_store: PlantDataStore | None = None, model_registry: ModelRegistryResource | None = None,
+                      notifier: Notifier | None = None) -> dict[str, Any]:
+    """The one resource factory: the code location, the service and the tests all build theirs here."""
+    model_registry = model_registry or ModelRegistryResource()
     return {
-        "plant_store": PlantDataStore(),
+        "plant_store": plant_store or PlantDataStore(),
         "model_registry": model_registry,
         "model_io_manager": ModelRegistryIOManager(model_registry=model_registry),
-        "notifier": Notifier(),
+        "io_manager": RunScopedPickleIOManager(),
+        "notifier": notifier or Notifier(),
     }
 
 

@@ -5,13 +5,20 @@ the registry directory; its version, path and checksum are output metadata in th
 model for a downstream asset verifies the checksum first.
 """
 
+import os
+import pickle
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
 from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT
 from retraining_pipelines.registry import DEFAULT_KEEP_ARCHIVED, ModelMetadata, ModelRegistry, ModelVersion
-from retraining_pipelines.settings import registry_dir
+from retraining_pipelines.settings import dagster_home, registry_dir
 from retraining_pipelines.training import TrainedModel
 
 
@@ -106,3 +113,64 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         if entry is None:
             raise RegistryError(f"No trained {model_type} model to validate: materialize trained_model first.")
         return registry.get_version(model_type, entry.value)
+
+
+#: Intermediate pickles of other runs are removed once this old (a live run never takes this long).
+RUN_FILES_KEPT_S = 6 * 3600
+
+
+class RunScopedPickleIOManager(dg.ConfigurableIOManager):
+    """Samples and features between steps, one file per run: parallel runs of one model type never mix.
+
+    Dagster's default filesystem IO manager keeps one file per asset partition, so two retrains of
+    the same model type overwrote each other's samples mid-run (a truncated read, or worse, a gate
+    judging on another run's rows). Here the path has the run id, writes are atomic (temporary file,
+    then rename), and a step re-run on its own reads the files of the run that last materialized its
+    input.
+    """
+
+    base_dir: str | None = Field(default=None, description="Unset: DAGSTER_HOME/storage/runs.")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else dagster_home() / "storage" / "runs"
+
+    def _path(self, asset_key: dg.AssetKey, partition: str, run_id: str) -> Path:
+        return self.root.joinpath(*asset_key.path, partition, f"{run_id}.pkl")
+
+    def _output_path(self, context: dg.OutputContext) -> Path:
+        if context.has_asset_key:
+            return self._path(context.asset_key, context.asset_partition_key, context.run_id)
+        return self.root.joinpath("ops", context.step_key, context.name, f"{context.run_id}.pkl")  # e.g. rollback
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        path = self._output_path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        with open(staging, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(staging, path)
+        self._forget_old_runs(path)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        if not upstream.has_asset_key:
+            return pickle.loads(self._output_path(upstream).read_bytes())
+        partition = context.asset_partition_key
+        path = self._path(upstream.asset_key, partition, upstream.run_id)
+        if not path.exists():  # the producer was not part of this run: the last materialization's run
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=upstream.asset_key, asset_partitions=[partition]), limit=1).records
+            if not records:
+                raise RegistryError(f"Nothing materialized yet for {upstream.asset_key.to_user_string()} "
+                                    f"[{partition}]: materialize it first.")
+            path = self._path(upstream.asset_key, partition, records[0].run_id)
+        with open(path, "rb") as fh:
+            return pickle.load(fh)  # our own run's file, written by this code location
+
+    @staticmethod
+    def _forget_old_runs(path: Path) -> None:
+        cutoff = time.time() - RUN_FILES_KEPT_S
+        for other in path.parent.glob("*.pkl"):
+            if other != path and other.stat().st_mtime < cutoff:
+                other.unlink(missing_ok=True)

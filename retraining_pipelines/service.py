@@ -21,12 +21,12 @@ import dagster as dg
 
 from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.code_location import build_definitions
+from retraining_pipelines.code_location import build_definitions, default_resources
 from retraining_pipelines.datastore import PlantDataStore, check_min_samples, parse_time_range
 from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
 from retraining_pipelines.drift_policy import drift_jobs_by_model, evaluate_drift_jobs
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError, RetrainingSkipped
-from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
 from retraining_pipelines.notifications import Notifier, rolled_back_event, step_failure_reason
 from retraining_pipelines.promotion import RetrainingResult
@@ -117,12 +117,7 @@ class AutomatedRetrainingService:
         return self.model_registry.get()
 
     def resources(self) -> dict[str, Any]:
-        return {
-            "plant_store": self.plant_store,
-            "model_registry": self.model_registry,
-            "model_io_manager": ModelRegistryIOManager(model_registry=self.model_registry),
-            "notifier": self.notifier,
-        }
+        return default_resources(self.plant_store, self.model_registry, self.notifier)
 
     def definitions(self) -> dg.Definitions:
         return build_definitions(job_store=self.jobs, resources=self.resources())

@@ -7,8 +7,9 @@ from typing import Any
 import dagster as dg
 
 from retraining_pipelines.assets import RETRAIN_ASSETS
+from retraining_pipelines.code_location import default_resources
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.io_manager import ModelRegistryIOManager, ModelRegistryResource
+from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.notifications import Notifier
 
 ASSET_NAMES = [a.key.to_user_string() for a in RETRAIN_ASSETS]
@@ -37,13 +38,7 @@ def retrain(
 
 def pipeline_resources(store: PlantDataStore, registry_dir: str | None = None, **registry: Any) -> dict[str, Any]:
     """The definitions' resources, with the test's plant store (registry: DAGSTER_HOME default)."""
-    model_registry = ModelRegistryResource(registry_dir=registry_dir, **registry)
-    return {
-        "plant_store": store,
-        "model_registry": model_registry,
-        "model_io_manager": ModelRegistryIOManager(model_registry=model_registry),
-        "notifier": Notifier(),
-    }
+    return default_resources(store, ModelRegistryResource(registry_dir=registry_dir, **registry), Notifier())
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,19 @@ def new_home(tmp: Path) -> Path:
     return home
 
 
+def wait_until_up(url: str, process: subprocess.Popen, log: Callable[[], str] = str, timeout: float = 180) -> None:
+    """Until the webserver at `url` answers GraphQL; fails early when its process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            graphql(url, "{ version }")
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the Dagster webserver did not start: {log()}") from None
+            time.sleep(0.5)
+
+
 @contextmanager
 def serving(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """`retraining serve` (what scripts/run execs) until the block ends; yields the UI's URL."""
@@ -64,16 +77,7 @@ def serving(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
         env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})}, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                graphql(url, "{ version }")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    tail = (home / "serve.log").read_text()[-2000:]
-                    raise RuntimeError(f"the service did not start: {tail}") from None
-                time.sleep(1)
+        wait_until_up(url, process, lambda: (home / "serve.log").read_text()[-2000:])
         yield url
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 
 from retraining_pipelines.cli import main, seed_demo
@@ -97,3 +100,19 @@ def test_seed_demo_can_switch_on_a_drift_scenario(isolated_dagster_home: Path) -
     shift = both["humidity_drift"] - both["humidity_plain"]
     assert (shift[~late & (both["ts"] < end_ts - 3 * 86400 - 3600)] == 0).all()
     assert shift[late].mean() > 8, "the recalibrated humidity sensors read about 10 points high"
+
+
+def test_held_back_drift_arrives_on_release_and_bad_use_changes_nothing(isolated_dagster_home: Path, capsys) -> None:
+    store = PlantDataStore()
+    assert main(["seed-demo", "--days", "6", "--units", "2", "--hold-back-drift"]) == 2
+    assert "--hold-back-drift" in capsys.readouterr().err and store.is_empty()
+    assert main(["seed-demo", "--release-drift"]) == 2
+    assert "--release-drift" in capsys.readouterr().err and store.is_empty()
+    assert main(["seed-demo", "--days", "6", "--units", "2", "--drift", "heat_wave", "--drift-days-ago", "2",
+                 "--hold-back-drift"]) == 0
+    newest = lambda: int(pd.read_sql("SELECT max(ts) AS ts FROM sensor_readings", store.engine)["ts"][0])  # noqa: E731
+    held = json.loads((isolated_dagster_home / "demo_held_back.json").read_text())
+    assert newest() < datetime.fromisoformat(held["drift_start"]).timestamp()
+    assert main(["seed-demo", "--release-drift"]) == 0
+    assert newest() > datetime.fromisoformat(held["drift_start"]).timestamp() + 86400
+    assert not (isolated_dagster_home / "demo_held_back.json").exists()

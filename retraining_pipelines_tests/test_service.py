@@ -79,7 +79,7 @@ def test_retrain_without_force_leaves_a_stable_model_alone(service: AutomatedRet
     assert service.retrain_model("disease").new_version == "1.0.0", "no predictions yet: no verdict, so retrain"
     replay_predictions(service.plant_store, service.registry, "disease", "last_14d")
     assert service.check_drift("disease").status == "stable"
-    with pytest.raises(RetrainingSkipped, match="No drift detected for disease.*threshold 0.15 "):
+    with pytest.raises(RetrainingSkipped, match=r"No drift detected for disease.*threshold 0\.15 "):
         service.retrain_model("disease")
     assert service.registry.get_latest_version("disease") == "1.0.0"
     service.add_job("disease", "on_drift", drift_threshold=0.37, min_samples=50)

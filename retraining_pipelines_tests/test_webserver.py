@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ import pytest
 
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.service import LOCATION_NAME
+
+from .live import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR = f'{{repositoryLocationName: "{LOCATION_NAME}", repositoryName: "__repository__"}}'
@@ -48,15 +49,7 @@ def webserver(isolated_dagster_home: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                _graphql(url, "{ version }")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the Dagster webserver did not start") from None
-                time.sleep(0.5)
+        wait_until_up(url, server)
         yield url
     finally:
         server.terminate()
