@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.datastore import PlantDataStore, Window, predictions
+from retraining_pipelines.datastore import DAY, PlantDataStore, Window, predictions
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.registry import ModelRegistry
@@ -207,20 +207,33 @@ def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_typ
     """Log what the active model predicts for the labelled events of a window, with their outcomes.
 
     This is what the plant app does in production (predict, later record the actual outcome);
-    the demo and the tests use it to fill the prediction log from generated data.
+    the demo, the benchmarks and the tests use it to fill the prediction log from generated data.
+    Features are computed exactly as training computed them: history features (a grower's usual
+    watering hour, a unit's mean watering time, its growth so far) see the same stretch of history
+    the version was trained with, not only the replayed window - computing them from the window
+    alone cost irrigation_duration 4-26 points with no drift at all.
     """
     spec = get_spec(model_type)
     version = registry.get_active_version(model_type)
     if version is None:
         raise InvalidFieldError("model_type", model_type, "a model type with an active version")
-    samples = store.training_samples(model_type, min_samples=1, time_range=time_range, end=end)
+    end = end or datetime.now(UTC)
+    window = Window.last(time_range, end)
+    record = registry.get_version(model_type, version)
+    history_start = min(window.start_ts, record.train_start_ts or window.start_ts)
+    history_days = max(1, -(-(window.end_ts - history_start) // DAY))
+    samples = store.training_samples(model_type, min_samples=1, time_range=f"last_{history_days}d", end=end)
     features = engineer_features(samples)
-    predicted = registry.load_model(model_type, version).predict(features.X)
-    labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)
+    keep = features.ts >= window.start_ts
+    if not keep.any():
+        return 0
+    predicted = registry.load_model(model_type, version).predict(features.X[keep])
+    labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)[keep]
     frame = pd.DataFrame({
-        "model_type": model_type, "model_version": version, "ts": features.ts, "unit_id": labels["unit_id"],
+        "model_type": model_type, "model_version": version, "ts": features.ts[keep],
+        "unit_id": labels["unit_id"].to_numpy(),
         "inputs_ref": [f"{spec.label_table}:{i}" for i in labels["id"]],
-        "prediction": [str(p) for p in predicted], "actual": [str(a) for a in features.y],
+        "prediction": [str(p) for p in predicted], "actual": [str(a) for a in features.y[keep]],
     })
     store.write_frames({predictions.name: frame})
     return len(frame)

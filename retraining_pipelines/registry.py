@@ -691,5 +691,9 @@ class ModelRegistry:
         """Remove staging dirs of registrations that crashed long ago (live ones are recent)."""
         cutoff = time.time() - _STALE_STAGING_S
         for entry in (self.root / STAGING).iterdir():
-            if entry.stat().st_mtime < cutoff:
+            try:
+                stale = entry.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another process's registration finished and removed it meanwhile
+                continue
+            if stale:
                 shutil.rmtree(entry, ignore_errors=True)
