@@ -5,6 +5,7 @@ partition retrains that model type; a backfill over partitions retrains several.
 checks block the run before any training happens on bad data.
 """
 
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -36,11 +37,31 @@ class SamplesConfig(dg.Config):
     min_samples: int | None = Field(
         default=None, description="Minimum labelled examples; unset uses the catalog's default."
     )
+    as_of: str | None = Field(
+        default=None, description="Train as if it were this moment (ISO 8601 with a time zone, e.g. "
+        "2026-11-01T00:00:00+00:00): the window ends here. Unset: now. For reproducible re-runs and benchmarks.",
+    )
+
+    def end(self) -> datetime | None:
+        """`as_of` as an aware datetime (None: now)."""
+        if self.as_of is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(self.as_of)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise InvalidFieldError("as_of", self.as_of, "an ISO 8601 time with a time zone, e.g. "
+                                    "2026-11-01T00:00:00+00:00")
+        return moment
 
 
-def samples_run_config(time_range: str, min_samples: int) -> dict[str, Any]:
+def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None) -> dict[str, Any]:
     """Run config of a retrain (the `training_samples` asset's `SamplesConfig`): one shape everywhere."""
-    return {"ops": {"training_samples": {"config": {"time_range": time_range, "min_samples": min_samples}}}}
+    config: dict[str, Any] = {"time_range": time_range, "min_samples": min_samples}
+    if as_of is not None:
+        config["as_of"] = as_of.isoformat()
+    return {"ops": {"training_samples": {"config": config}}}
 
 
 def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
@@ -64,7 +85,8 @@ def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, p
     """Labelled examples for the model type in the time range, with the climate around them."""
     tag_run_worker(context.instance, context.run.run_id)  # first step: say which process runs this retrain
     try:
-        samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range)
+        samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range,
+                                               config.end())
     except (InsufficientSamplesError, InvalidFieldError) as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
     labels = samples.labels

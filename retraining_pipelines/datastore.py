@@ -287,6 +287,22 @@ class PlantDataStore(dg.ConfigurableResource):
             accuracy, count = conn.execute(query).one()
         return (float(accuracy) if accuracy is not None else None), int(count)
 
+    def logged_hits_by_age(
+        self, model_type: str, model_version: str, window: Window, tolerance: float | None
+    ) -> dict[int, tuple[int, int]]:
+        """Right predictions and labelled predictions of a version per whole day of age before the
+        window's end (0 = the last 24 h), aggregated in SQL: the evidence of growing drift windows."""
+        p = predictions.c
+        age = ((window.end_ts - 1 - p.ts) // DAY).label("age")  # whole days; ages are never negative
+        query = (
+            sa.select(age, sa.func.sum(_prediction_hit(tolerance)), sa.func.count())
+            .where(p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
+                   p.ts >= window.start_ts, p.ts < window.end_ts)
+            .group_by(age)
+        )
+        with self.engine.connect() as conn:
+            return {int(a): (round(h or 0), int(n)) for a, h, n in conn.execute(query)}
+
     def fetch_plants(self, plant_ids: list[int] | None = None) -> pd.DataFrame:
         query = sa.select(plants)
         if plant_ids is not None:

@@ -5,8 +5,17 @@ validation accuracy): (baseline - current) / baseline. 0.15 means "15 % less acc
 was", which is how the spec phrases a job's `drift_threshold` ("retrain if accuracy drops
 >15 %"), and the same definition is compared with the threshold everywhere.
 
-No verdict is given on fewer than `min_labelled` labelled predictions (small windows flag drift
-that is noise). Feature drift on the recent inputs needs no labels and is reported alongside:
+**Decided with evidence, not fixed counts.** Drift means the active version's accuracy is below
+`baseline x (1 - threshold)`. Each verdict is a one-sided binomial test of that hypothesis on the
+labelled predictions of windows that grow back from now - the last 1, 2, 4, 7 and 14 days - with
+a Bonferroni correction over the windows: an abrupt drift shows in the shortest window within a day
+or two even for a grower with a few labels a day, a slow one in the longest, and a stable model
+rarely fails a 1 % test. `p_value` and `window_days` say how sure the verdict is and on what. A
+drop whose point estimate is past the threshold but not yet significant is reported as
+`insufficient_data` ("suspected"), and the windows keep growing until it is. Fewer than
+`min_labelled` (10) labelled predictions give no verdict at all.
+
+Feature drift on the recent inputs needs no labels and is reported alongside:
 per feature a KS test (numeric) or chi-squared test (categorical) with a Bonferroni correction
 when the reference is small, Wasserstein distance over the reference's standard deviation when
 it is large; the dataset drifts when at least half of its features do.
@@ -15,24 +24,31 @@ it is large; the dataset drifts when at least half of its features do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+from scipy.stats import binom, chi2, chi2_contingency, ks_2samp, wasserstein_distance
 
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.datastore import DAY, PlantDataStore, Window, predictions
+from retraining_pipelines.datastore import DAY, PlantDataStore, Window, parse_time_range, predictions
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.registry import ModelRegistry
 
 DEFAULT_THRESHOLD = 0.15
-MIN_LABELLED = 50  # labelled predictions before any accuracy verdict
+MIN_LABELLED = 10  # labelled predictions before any accuracy verdict
 MIN_FEATURE_ROWS = 30  # recent inputs before any feature-drift verdict
-DRIFT_WINDOW = "last_7d"
+#: The evidence windows (days back from now) and the significance level over all of them.
+EVIDENCE_WINDOWS_DAYS = (1, 2, 4, 7, 14)
+DRIFT_ALPHA = 0.05
+DRIFT_WINDOW = f"last_{EVIDENCE_WINDOWS_DAYS[-1]}d"
+#: How far back the prediction log is searched for the day accuracy changed.
+CHANGE_SEARCH = "last_60d"
+CHANGE_MIN_SIDE = 10  # labelled predictions on each side of a change point
+CHANGE_ALPHA = 0.01
 SMALL_REFERENCE = 1000  # up to this many reference rows: statistical tests, beyond: distances
 P_VALUE = 0.05
 DISTANCE_LIMIT = 0.1
@@ -64,6 +80,9 @@ class DriftMetrics:
     min_samples: int
     threshold: float
     reason: str
+    p_value: float | None = None  # of "accuracy >= baseline x (1 - threshold)"; small = sure it drifted
+    window_days: int | None = None  # the evidence window the verdict rests on
+    change_days_ago: int | None = None  # when accuracy dropped, estimated from the log (None: no clear change)
     feature_drift: list[FeatureDrift] = field(default_factory=list)
     drifted_feature_share: float | None = None
     dataset_drift: bool | None = None
@@ -108,8 +127,9 @@ class DriftDetector:
             raise InvalidFieldError("recent_actuals", f"{len(recent_actuals)} values",
                                     f"one per prediction ({len(recent_predictions)})")
         spec = get_spec(model_type)
-        current = prediction_accuracy(spec, recent_predictions, recent_actuals) if recent_predictions else None
-        return self._verdict(spec, current, len(recent_predictions), threshold, recent_features)
+        n = len(recent_predictions)
+        hits = round(prediction_accuracy(spec, recent_predictions, recent_actuals) * n) if n else 0
+        return self._verdict(spec, [(None, hits, n)], threshold, recent_features)
 
     def check_logged(
         self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None,
@@ -121,36 +141,64 @@ class DriftDetector:
         spec = get_spec(model_type)
         span = Window.last(window, end)
         version = self.registry.get_active_version(model_type)
-        current, count = (None, 0)
-        if version is not None:
-            current, count = self.store.logged_accuracy(model_type, version, span, spec.accuracy_tolerance)
-        recent = self._recent_features(model_type, window, end) if with_features else None
-        return self._verdict(spec, current, count, threshold, recent)
+        search = Window.last(CHANGE_SEARCH, end) if parse_time_range(CHANGE_SEARCH) > parse_time_range(window) else span
+        history = self.store.logged_hits_by_age(model_type, version, search, spec.accuracy_tolerance) if version else {}
+        longest = (span.end_ts - span.start_ts) // DAY
+        by_age = {age: hn for age, hn in history.items() if age < longest}
+        evidence = []
+        for days in [d for d in EVIDENCE_WINDOWS_DAYS if d < longest] + [longest]:
+            hits = sum(h for age, (h, _) in by_age.items() if age < days)
+            count = sum(n for age, (_, n) in by_age.items() if age < days)
+            if not evidence or count > evidence[-1][2]:
+                evidence.append((days, hits, count))
+        recent = self._recent_features(model_type, "last_7d", end) if with_features else None
+        metrics = self._verdict(spec, evidence or [(longest, 0, 0)], threshold, recent)
+        return replace(metrics, change_days_ago=change_point(history))
 
-    def _verdict(self, spec: ModelSpec, current: float | None, count: int, threshold: float | None,
+    def _verdict(self, spec: ModelSpec, evidence: list[tuple[int | None, int, int]], threshold: float | None,
                  recent_features: pd.DataFrame | None) -> DriftMetrics:
+        """The verdict on growing windows of (days, right predictions, labelled predictions)."""
         threshold = self.threshold if threshold is None else threshold
         version = self.registry.get_active_version(spec.model_type)
+        days, hits, count = evidence[-1]
+        current = hits / count if count else None
         common = {"model_type": spec.model_type, "model_version": version, "sample_count": count,
-                  "min_samples": self.min_labelled, "threshold": threshold, "current_accuracy": current}
+                  "min_samples": self.min_labelled, "threshold": threshold, "current_accuracy": current,
+                  "window_days": days}
         common.update(self._feature_drift_of(spec.model_type, version, recent_features))
         if version is None:
             return DriftMetrics(status="no_active_model", accuracy_drift=None, requires_retraining=False,
                                 baseline_accuracy=None, reason=f"{spec.model_type} has no active version yet",
                                 **common)
         baseline = self.registry.get_version(spec.model_type, version).metrics.get("accuracy")
-        if current is None or count < self.min_labelled:
+        if count < self.min_labelled:
             return DriftMetrics(
                 status="insufficient_data", accuracy_drift=None, requires_retraining=False, baseline_accuracy=baseline,
                 reason=f"insufficient data: {count} labelled predictions < {self.min_labelled} needed for a verdict",
-                **common,
-            )
+                **common)
+        limit = baseline * (1 - threshold)
+        usable = [(d, h, n) for d, h, n in evidence if n >= self.min_labelled]
+        tests = [(float(binom.cdf(h, n, limit)), d, h, n) for d, h, n in usable]
+        p_value, days, hits, count = min(tests)
+        p_value = min(1.0, p_value * len(tests))  # Bonferroni over the windows looked at
+        current = hits / count
         drift = accuracy_drift(baseline, current)
-        drifted = drift > threshold
-        reason = (f"accuracy {current:.2%} vs baseline {baseline:.2%}: drift {drift:.3f} "
-                  f"{'>' if drifted else '<='} threshold {threshold:g} (n={count})")
-        return DriftMetrics(status="drift" if drifted else "stable", accuracy_drift=drift, requires_retraining=drifted,
-                            baseline_accuracy=baseline, reason=reason, **common)
+        common.update(current_accuracy=current, sample_count=count, window_days=days)
+        where = f"last {days} d, n={count}" if days else f"n={count}"
+        if p_value < DRIFT_ALPHA:
+            reason = (f"accuracy {current:.2%} vs baseline {baseline:.2%}: drift {drift:.3f} > threshold "
+                      f"{threshold:g} ({where}, p={p_value:.2g})")
+            return DriftMetrics(status="drift", accuracy_drift=drift, requires_retraining=True,
+                                baseline_accuracy=baseline, reason=reason, p_value=p_value, **common)
+        if drift > threshold:
+            reason = (f"drift suspected, not yet significant: accuracy {current:.2%} vs baseline {baseline:.2%}, "
+                      f"drift {drift:.3f} > threshold {threshold:g} ({where}, p={p_value:.2g} >= {DRIFT_ALPHA:g})")
+            return DriftMetrics(status="insufficient_data", accuracy_drift=drift, requires_retraining=False,
+                                baseline_accuracy=baseline, reason=reason, p_value=p_value, **common)
+        reason = (f"accuracy {current:.2%} vs baseline {baseline:.2%}: drift {drift:.3f} <= threshold "
+                  f"{threshold:g} ({where})")
+        return DriftMetrics(status="stable", accuracy_drift=drift, requires_retraining=False,
+                            baseline_accuracy=baseline, reason=reason, p_value=p_value, **common)
 
     def _feature_drift_of(self, model_type: str, version: str | None, recent: pd.DataFrame | None) -> dict[str, Any]:
         if version is None or recent is None or len(recent) < MIN_FEATURE_ROWS:
@@ -169,6 +217,31 @@ class DriftDetector:
         except InsufficientSamplesError:
             return None
         return engineer_features(samples).X
+
+
+def change_point(by_age: dict[int, tuple[int, int]]) -> int | None:
+    """Days ago the logged accuracy dropped: the split of the daily (hits, labelled) counts that a
+    likelihood-ratio test (1 degree of freedom, 1 %) finds most convincing, with accuracy lower after
+    it than before. None when the log shows no clear drop."""
+    def loglik(hits: int, n: int) -> float:
+        if n == 0 or hits in (0, n):
+            return 0.0
+        p = hits / n
+        return hits * np.log(p) + (n - hits) * np.log(1 - p)
+
+    ages = sorted(by_age)
+    total_h, total_n = sum(h for h, _ in by_age.values()), sum(n for _, n in by_age.values())
+    best, best_stat = None, chi2.ppf(1 - CHANGE_ALPHA, 1)
+    recent_h = recent_n = 0
+    for age in ages:
+        recent_h, recent_n = recent_h + by_age[age][0], recent_n + by_age[age][1]
+        old_h, old_n = total_h - recent_h, total_n - recent_n
+        if recent_n < CHANGE_MIN_SIDE or old_n < CHANGE_MIN_SIDE or recent_h / recent_n >= old_h / old_n:
+            continue
+        stat = 2 * (loglik(recent_h, recent_n) + loglik(old_h, old_n) - loglik(total_h, total_n))
+        if stat > best_stat:
+            best, best_stat = age + 1, stat
+    return best
 
 
 def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame) -> list[FeatureDrift]:

@@ -7,17 +7,22 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
 * No request while a retrain of that model is queued or running, or within the cool-down
   (`RETRAINING_DRIFT_COOLDOWN_HOURS`, default 12) of the last one. Runs whose process died are
   marked failed first (`runs.sweep`), so a dead run never blocks this.
+* **Learn from the world since the change.** The drift verdict estimates when the version's logged
+  accuracy dropped (`change_days_ago`, a likelihood-ratio split of its daily hits). A drift retrain
+  learns from that day on (stretched by the hold-out share, at least 7 days, at most the job's
+  `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
+  describe a world that is gone. Without a clear change point it uses the job's window, halved
+  per retry.
 * **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
   leaves the drifted version active; the next tick sees the same version still drifting and
-  retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, and learns from a
-  shorter, more recent window (the job's window halved per retry, never below the 7-day drift
-  window and never below the job's `min_samples`), because the evidence says the older rows
-  describe a world that is gone. From the `UNRESOLVED_AFTER`-th failed attempt on, each retry also
-  sends `drift_unresolved`, so a person looks at it.
+  retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, with the window the
+  evidence then gives. From the `UNRESOLVED_AFTER`-th failed attempt on, each retry also sends
+  `drift_unresolved`, so a person looks at it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,13 +38,18 @@ from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.runs import sweep
+from retraining_pipelines.training import HOLDOUT_FRACTION
 
 PARTITION_TAG = "dagster/partition"
 DRIFT_COOLDOWN_ENV = "RETRAINING_DRIFT_COOLDOWN_HOURS"
 DEFAULT_COOLDOWN_H = 12.0
+#: The shortest window a retry learns from.
+MIN_RETRAIN_DAYS = 7
 #: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
 UNRESOLVED_AFTER = 3
 ATTEMPT_TAG = "retraining/drift_attempt"
+#: A run that learned "as of" another moment (a replay of the past) counts from then for the cool-down.
+AS_OF_TAG = "retraining/as_of"
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
 
@@ -87,18 +97,19 @@ def cooldown() -> timedelta:
     return timedelta(hours=float(os.environ.get(DRIFT_COOLDOWN_ENV, DEFAULT_COOLDOWN_H)))
 
 
-def retry_time_range(job: StoredJob, attempt: int, store: PlantDataStore, end: datetime) -> str:
-    """The window attempt `attempt` learns from: the job's, halved per retry while data suffice."""
-    days = parse_time_range(job.time_range) // DAY
-    floor_days = parse_time_range(DRIFT_WINDOW) // DAY
-    chosen = job.time_range
-    for _ in range(attempt - 1):
-        days = max(floor_days, days // 2)
-        candidate = f"last_{days}d"
-        if store.count_samples(job.model_type, candidate, end) < job.min_samples:
-            break
-        chosen = candidate
-    return chosen
+def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, store: PlantDataStore,
+                       end: datetime) -> str:
+    """The window a drift retrain learns from (see the module docstring)."""
+    job_days = parse_time_range(job.time_range) // DAY
+    if metrics.change_days_ago is not None:
+        # the rows since the change, stretched so the hold-out (the newest 20 %) is not all of them
+        days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
+    else:
+        days = job_days // 2 ** (attempt - 1)
+    days = min(job_days, max(MIN_RETRAIN_DAYS, days))
+    while days < job_days and store.count_samples(job.model_type, f"last_{days}d", end) < job.min_samples:
+        days = min(job_days, days + MIN_RETRAIN_DAYS)  # widen only as far as min_samples need
+    return f"last_{days}d"
 
 
 def evaluate_drift_jobs(
@@ -110,8 +121,14 @@ def evaluate_drift_jobs(
     cursor: dict[str, Any] | None = None,
     now: datetime | None = None,
     window: str = DRIFT_WINDOW,
+    with_features: bool = True,
 ) -> DriftEvaluation:
-    """Decide, for each watched model type, whether to request a retrain now (and why not)."""
+    """Decide, for each watched model type, whether to request a retrain now (and why not).
+
+    An explicit `now` (a replay of the past, as the benchmarks do) also makes the requested retrain
+    learn as of that moment.
+    """
+    as_of = now
     now = now or datetime.now(UTC)
     sweep(instance, registry)  # a dead run must never count as "already running"
     result = DriftEvaluation(cursor=dict(cursor or {}))
@@ -122,7 +139,7 @@ def evaluate_drift_jobs(
         if busy:
             result.skipped[model_type] = busy
             continue
-        metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now)
+        metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now, with_features=with_features)
         result.measurements[model_type] = metrics
         if not metrics.requires_retraining:
             result.skipped[model_type] = metrics.reason
@@ -131,13 +148,13 @@ def evaluate_drift_jobs(
         if wait:
             result.skipped[model_type] = wait
             continue
-        time_range = retry_time_range(job, attempt, store, now)
+        time_range = retrain_time_range(job, metrics, attempt, store, now)
         available = store.count_samples(model_type, time_range, now)
         if available < job.min_samples:
             result.skipped[model_type] = (
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
-        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range))
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of))
         result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
                                      "requested_at": now.timestamp(), "time_range": time_range}
         _notify(notifier, job, metrics, attempt, time_range)
@@ -164,7 +181,8 @@ def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -
         return f"a retrain of {model_type} is already queued or running (run {in_flight[0].run_id[:8]})"
     records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: model_type}), limit=1)
     if records:
-        started = datetime.fromtimestamp(records[0].create_timestamp.timestamp(), UTC)
+        as_of = records[0].dagster_run.tags.get(AS_OF_TAG)
+        started = datetime.fromisoformat(as_of) if as_of else records[0].create_timestamp.astimezone(UTC)
         wait = cooldown()
         if now - started < wait:
             ago, limit = (now - started).total_seconds() / 3600, wait.total_seconds() / 3600
@@ -173,15 +191,16 @@ def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -
 
 
 def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt: int,
-                   time_range: str) -> dg.RunRequest:
+                   time_range: str, as_of: datetime | None) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples),
+        run_config=samples_run_config(time_range, job.min_samples, as_of),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),
             ATTEMPT_TAG: str(attempt),
+            **({AS_OF_TAG: as_of.isoformat()} if as_of else {}),
             "retraining/accuracy_drift": f"{metrics.accuracy_drift:.4f}",
             "retraining/baseline_accuracy": f"{metrics.baseline_accuracy:.4f}",
             "retraining/current_accuracy": f"{metrics.current_accuracy:.4f}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from retraining_pipelines.drift import (
     MIN_LABELLED,
     DriftDetector,
     accuracy_drift,
+    change_point,
     feature_drift,
     prediction_accuracy,
     replay_predictions,
@@ -44,11 +46,29 @@ def _labels(n: int, correct: int) -> tuple[list[str], list[str]]:
 
 def test_accuracy_drift_is_the_relative_drop_from_the_validation_accuracy(registry: ModelRegistry) -> None:
     assert accuracy_drift(0.80, 0.68) == pytest.approx(0.15)
-    metrics = DriftDetector(registry).check_drift("disease", *_labels(100, 60), threshold=0.15)
-    assert metrics.baseline_accuracy == 0.80 and metrics.current_accuracy == pytest.approx(0.60)
-    assert metrics.accuracy_drift == pytest.approx(0.25)
+    metrics = DriftDetector(registry).check_drift("disease", *_labels(100, 50), threshold=0.15)
+    assert metrics.baseline_accuracy == 0.80 and metrics.current_accuracy == pytest.approx(0.50)
+    assert metrics.accuracy_drift == pytest.approx(0.375)
     assert metrics.requires_retraining and metrics.status == "drift"
     assert metrics.model_version == "1.0.0" and metrics.sample_count == 100
+    # how sure: P(50 or fewer right of 100 | accuracy 0.68) - computed independently of the detector
+    assert metrics.p_value == pytest.approx(sum(math.comb(100, k) * 0.68**k * 0.32 ** (100 - k) for k in range(51)))
+
+
+@pytest.mark.parametrize(("n", "correct", "status"), [
+    (12, 2, "drift"),  # a few labels suffice when the drop is large
+    (12, 8, "insufficient_data"),  # 0.67 < 0.68 but 12 labels cannot tell: suspected, not yet sure
+    (100, 60, "insufficient_data"),  # 0.60: p ~ 0.06, the windows keep growing
+    (400, 240, "drift"),  # the same accuracy on more evidence
+    (400, 300, "stable"),
+])
+def test_the_verdict_needs_evidence_not_a_fixed_count(registry: ModelRegistry, n: int, correct: int,
+                                                       status: str) -> None:
+    metrics = DriftDetector(registry).check_drift("disease", *_labels(n, correct), threshold=0.15)
+    assert metrics.status == status, metrics.reason
+    assert metrics.requires_retraining is (status == "drift")
+    if status == "insufficient_data":
+        assert "suspected" in metrics.reason and metrics.p_value >= 0.05
 
 
 def test_a_small_drop_is_stable(registry: ModelRegistry) -> None:
@@ -143,3 +163,15 @@ def test_replayed_predictions_are_computed_exactly_as_training_computes_features
                                                   get_spec(model_type).accuracy_tolerance)
     on_rows = validate_model(model, features.X[week], features.y[week], get_spec(model_type))["accuracy"]
     assert count == len(expected) and accuracy == pytest.approx(on_rows)
+
+
+def test_the_change_point_is_the_day_accuracy_dropped() -> None:
+    rng = np.random.default_rng(3)
+    # 30 days of 12 labels a day; accuracy 0.85 until 6 days ago, 0.45 since (age 0 = the last 24 h)
+    by_age = {age: (int(rng.binomial(12, 0.45 if age < 6 else 0.85)), 12) for age in range(30)}
+    assert change_point(by_age) in (5, 6, 7)
+    stable = {age: (int(rng.binomial(12, 0.85)), 12) for age in range(30)}
+    assert change_point(stable) is None
+    better = {age: (int(rng.binomial(12, 0.95 if age < 6 else 0.6)), 12) for age in range(30)}
+    assert change_point(better) is None, "an improvement is no drift"
+    assert change_point({0: (1, 3), 1: (3, 3)}) is None, "too few labels on either side"

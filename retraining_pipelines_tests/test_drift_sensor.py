@@ -173,8 +173,13 @@ def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldow
         version = world.registry.get_active_version(MODEL)
         with world.store.engine.begin() as conn:  # keep only a day of labelled predictions
             conn.exec_driver_sql("DELETE FROM predictions WHERE ts < ?", (int((NOW - timedelta(days=1)).timestamp()),))
+        result = world.sensor()  # a day's labels show the drop but cannot yet prove it
+        assert result.run_requests == [] and "drift suspected, not yet significant" in result.skip_reason.skip_message
+        with world.store.engine.begin() as conn:  # and a handful give no verdict at all
+            conn.exec_driver_sql("DELETE FROM predictions WHERE id NOT IN "
+                                 "(SELECT id FROM predictions ORDER BY ts DESC LIMIT 5)")
         result = world.sensor()
-        assert result.run_requests == [] and "insufficient data" in result.skip_reason.skip_message
+        assert result.run_requests == [] and "insufficient data: 5 labelled" in result.skip_reason.skip_message
         assert ModelRegistryResource(registry_dir=registry_dir).get().get_active_version(MODEL) == version
 
 

@@ -1,0 +1,247 @@
+"""Does the service keep models accurate through drift? Every scenario x model type x seed, day by day.
+
+For each generated world (a drift scenario starting `DRIFT_DAYS` before the end, or a stable world)
+the real service loop runs over the last `SIMULATED_DAYS` days, as of each simulated day:
+
+1. day 0: every model type is trained through the real pipeline and gate (as of that day);
+2. every served version logs its predictions with their outcomes, as the plant app would;
+3. every day the drift policy (`drift_policy.evaluate_drift_jobs`, the sensor's own code) checks
+   every model against its on_drift job (threshold 0.15, `last_30d`, the catalog's `min_samples`)
+   and each requested retrain runs through the real pipeline and gate.
+
+Reported per (scenario, model): accuracy before the drift, at its worst (3-day rolling), over the
+last 7 days; whether a drop of >= 15 % was flagged and after how many days; days to recover to
+within 3 points of the pre-drift level. For the stable world: drift retrains per model per 90 days
+(false alarms). Results go to `BENCHMARKS.md`. Run on demand (minutes per world, never in CI):
+
+    .venv/bin/python -m benchmarks.drift_scenarios --units 8 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from retraining_pipelines.assets import samples_run_config
+from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from retraining_pipelines.code_location import build_definitions, default_resources
+from retraining_pipelines.datastore import DAY, PlantDataStore
+from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.drift_policy import AS_OF_TAG, evaluate_drift_jobs
+from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, generate
+from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.jobstore import JobStore, validate_job
+from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+
+END = datetime(2026, 11, 26, tzinfo=UTC)  # late autumn, as the tests pin it
+WORLD_DAYS = 120
+SIMULATED_DAYS = 28
+DRIFT_DAYS = 21  # the drift starts this long before the end
+DEGRADED = 0.15  # relative accuracy loss that must be flagged
+RECOVERED_POINTS = 0.03
+SCENARIOS = ("stable", *sorted(DRIFT_KINDS))
+REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+@dataclass
+class Pair:
+    """One (scenario, seed, model) over the simulated days."""
+
+    scenario: str
+    seed: int
+    model: str
+    daily: dict[int, float] = field(default_factory=dict)  # day index -> logged accuracy
+    flags: list[int] = field(default_factory=list)  # day indices of drift-triggered retrains
+    promoted: list[int] = field(default_factory=list)
+
+    def mean(self, days: range) -> float | None:
+        values = [self.daily[d] for d in days if d in self.daily]
+        return float(np.mean(values)) if values else None
+
+    @property
+    def drift_day(self) -> int:
+        return SIMULATED_DAYS - DRIFT_DAYS
+
+    def summary(self) -> dict:
+        pre = self.mean(range(1, self.drift_day + 1)) if self.scenario != "stable" else self.mean(
+            range(1, SIMULATED_DAYS + 1))
+        rolling = [self.mean(range(d - 2, d + 1)) for d in range(self.drift_day + 3, SIMULATED_DAYS + 1)]
+        rolling = [r for r in rolling if r is not None]
+        worst = min(rolling) if rolling else None
+        last = self.mean(range(SIMULATED_DAYS - 6, SIMULATED_DAYS + 1))
+        degraded = bool(pre and worst is not None and (pre - worst) / pre >= DEGRADED)
+        after = [f for f in self.flags if f > self.drift_day]
+        delay = (after[0] - self.drift_day) if after else None
+        recover = None
+        if after and pre is not None:
+            for d in range(after[0], SIMULATED_DAYS + 1):
+                r = self.mean(range(d - 2, d + 1))
+                if r is not None and r >= pre - RECOVERED_POINTS:
+                    recover = d - after[0]
+                    break
+        return {"pre": pre, "worst": worst, "last": last, "degraded": degraded, "delay": delay,
+                "false_flags": len([f for f in self.flags if f <= self.drift_day]) if self.scenario != "stable"
+                else len(self.flags), "recover_days": recover}
+
+
+def _day(i: int) -> datetime:
+    return END - timedelta(days=SIMULATED_DAYS - i)
+
+
+def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...]) -> list[Pair]:
+    """The service loop over one generated world; one `Pair` per model type."""
+    home = Path(tempfile.mkdtemp(prefix="drift-bench-"))
+    os.environ["DAGSTER_HOME"] = str(home)
+    drift = () if scenario == "stable" else (DriftScenario(scenario, END - timedelta(days=DRIFT_DAYS)),)
+    store = PlantDataStore(database_url=f"sqlite:///{home / 'plant.sqlite'}")
+    store.write_frames(generate(GeneratorConfig(end=END, days=WORLD_DAYS, units=units, seed=seed,
+                                                drift=drift)).tables())
+    jobs = JobStore(home / "jobs.sqlite")
+    for model in models:
+        jobs.add(validate_job(model, "on_drift", drift_threshold=0.15, min_samples=get_spec(model).min_samples,
+                              time_range="last_30d"))
+    notifier = Notifier(log_path=str(home / "notifications.jsonl"))
+    resources = default_resources(store, ModelRegistryResource(registry_dir=str(home / "registry")), notifier)
+    registry: ModelRegistry = resources["model_registry"].get()
+    job = build_definitions(job_store=jobs, resources=resources).resolve_job_def("retrain_model_job")
+    pairs = {m: Pair(scenario, seed, m) for m in models}
+    with dg.instance_for_test() as instance:
+
+        def execute(model: str, run_config: dict, tags: dict, day: int) -> None:
+            before = registry.get_active_version(model)
+            job.execute_in_process(partition_key=model, run_config=run_config, instance=instance, tags=tags,
+                                   raise_on_error=False)
+            if registry.get_active_version(model) != before:
+                _serve(store, registry, model, _day(day), before)
+                pairs[model].promoted.append(day)
+
+        for model in models:
+            spec = get_spec(model)
+            execute(model, samples_run_config("last_90d", spec.min_samples, _day(0)),
+                    {TRIGGER_TAG: "scheduled", AS_OF_TAG: _day(0).isoformat()}, 0)
+        cursor = None
+        for i in range(1, SIMULATED_DAYS + 1):
+            evaluation = evaluate_drift_jobs(jobs.list("on_drift"), instance, store, registry, notifier, cursor,
+                                             now=_day(i), with_features=False)
+            cursor = evaluation.cursor
+            for request in evaluation.run_requests:
+                pairs[request.partition_key].flags.append(i)
+                execute(request.partition_key, request.run_config, dict(request.tags), i)
+        for model in models:
+            pairs[model].daily = _daily_accuracy(store, model)
+    return list(pairs.values())
+
+
+def _serve(store: PlantDataStore, registry: ModelRegistry, model: str, since: datetime, replaced: str | None) -> None:
+    """The newly active version predicts every later event (the check only ever reads the past)."""
+    if replaced is not None:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts >= ?",
+                                 (model, replaced, int(since.timestamp())))
+    days = max(1, int((END - since).total_seconds() // DAY) + 1)
+    try:
+        replay_predictions(store, registry, model, f"last_{days}d", end=END)
+    except Exception:
+        pass
+    with store.engine.begin() as conn:  # keep only what happened from `since` on
+        conn.exec_driver_sql("DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts < ?",
+                             (model, registry.get_active_version(model), int(since.timestamp())))
+
+
+def _daily_accuracy(store: PlantDataStore, model: str) -> dict[int, float]:
+    spec = get_spec(model)
+    frame = pd.read_sql(f"SELECT ts, prediction, actual FROM predictions WHERE model_type = '{model}'", store.engine)
+    if frame.empty:
+        return {}
+    if spec.task == "classification":
+        hit = frame["prediction"] == frame["actual"]
+    else:
+        hit = (frame["prediction"].astype(float) - frame["actual"].astype(float)).abs() <= spec.accuracy_tolerance
+    day = SIMULATED_DAYS - ((int(END.timestamp()) - frame["ts"]) // DAY)
+    return {int(d): float(v) for d, v in hit.groupby(day).mean().items() if 1 <= d <= SIMULATED_DAYS}
+
+
+def _fmt(value: float | None, pct: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if pct else f"{value:g}"
+
+
+def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
+    lines = [f"## Drift scenarios at {units} units ({seeds} seeds, {SIMULATED_DAYS} simulated days, drift "
+             f"{DRIFT_DAYS} days before the end)", "",
+             f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores in {seconds / 60:.1f} min "
+             "by `python -m benchmarks.drift_scenarios`.", "",
+             "| scenario | model | degraded ≥ 15 % | flagged | median delay (days) | accuracy before | worst | "
+             "last 7 days | recovered (within 3 pts) | false flags |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    totals = {"degraded": 0, "flagged": 0, "recovered": 0, "delays": [], "stable_flags": 0, "stable_days": 0}
+    for scenario in SCENARIOS:
+        for model in MODEL_TYPES:
+            group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
+            if not group:
+                continue
+            degraded = [g for g in group if g["degraded"]]
+            flagged = [g for g in degraded if g["delay"] is not None]
+            recovered = [g for g in flagged if g["last"] is not None and g["pre"] is not None
+                         and g["last"] >= g["pre"] - RECOVERED_POINTS]
+            delays = [g["delay"] for g in flagged]
+            totals["degraded"] += len(degraded)
+            totals["flagged"] += len(flagged)
+            totals["recovered"] += len(recovered)
+            totals["delays"] += delays
+            if scenario == "stable":
+                totals["stable_flags"] += sum(g["false_flags"] for g in group)
+                totals["stable_days"] += SIMULATED_DAYS * len(group)
+            mean = lambda key, g=group: (float(np.mean([x[key] for x in g if x[key] is not None]))  # noqa: E731
+                                         if any(x[key] is not None for x in g) else None)
+            lines.append(
+                f"| {scenario} | {model} | {len(degraded)}/{len(group)} | {len(flagged)}/{len(degraded)} | "
+                f"{statistics.median(delays) if delays else '-'} | {_fmt(mean('pre'))} | {_fmt(mean('worst'))} | "
+                f"{_fmt(mean('last'))} | {len(recovered)}/{len(flagged)} | "
+                f"{sum(g['false_flags'] for g in group)} |")
+    per90 = 90 * totals["stable_flags"] / totals["stable_days"] if totals["stable_days"] else 0.0
+    lines += ["", f"- degraded pairs flagged: {totals['flagged']} of {totals['degraded']}; median delay "
+              f"{statistics.median(totals['delays']) if totals['delays'] else '-'} days, worst "
+              f"{max(totals['delays']) if totals['delays'] else '-'}",
+              f"- recovered to within 3 points of pre-drift by the end: {totals['recovered']} of {totals['flagged']}",
+              f"- stable world: {totals['stable_flags']} drift retrains in {totals['stable_days']} model-days "
+              f"= {per90:.2f} per model per 90 days", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
+    parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results = []
+    for scenario in args.scenarios:
+        for seed in range(1, args.seeds + 1):
+            t0 = time.perf_counter()
+            results += run_world(scenario, seed, args.units, tuple(args.models))
+            print(f"{scenario} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+    text = report(results, args.units, args.seeds, time.perf_counter() - started)
+    print(text)
+    if args.write:
+        with open(REPORT, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
