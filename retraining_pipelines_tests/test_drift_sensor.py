@@ -173,8 +173,8 @@ def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldow
         version = world.registry.get_active_version(MODEL)
         with world.store.engine.begin() as conn:  # keep only a day of labelled predictions
             conn.exec_driver_sql("DELETE FROM predictions WHERE ts < ?", (int((NOW - timedelta(days=1)).timestamp()),))
-        result = world.sensor()  # a day's labels show the drop but cannot yet prove it
-        assert result.run_requests == [] and "drift suspected, not yet significant" in result.skip_reason.skip_message
+        result = world.sensor()  # a day's labels suffice to prove a drop this large (the old rule wanted 50)
+        assert len(result.run_requests) == 1 and result.asset_events[0].metadata["labelled_predictions"].value < 50
         with world.store.engine.begin() as conn:  # and a handful give no verdict at all
             conn.exec_driver_sql("DELETE FROM predictions WHERE id NOT IN "
                                  "(SELECT id FROM predictions ORDER BY ts DESC LIMIT 5)")

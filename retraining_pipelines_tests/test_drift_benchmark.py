@@ -1,0 +1,28 @@
+"""The drift scenario benchmark, small and fast: the real service loop day by day on one model type."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.drift_scenarios import SIMULATED_DAYS, report, run_world
+
+MODEL = "disease"
+
+
+@pytest.fixture(scope="module")
+def drifted():
+    return run_world("sensor_recalibration", seed=1, units=8, models=(MODEL,))[0]
+
+
+def test_a_drift_that_hurts_is_flagged_within_days_and_the_retrain_recovers(drifted) -> None:
+    summary = drifted.summary()
+    assert summary["degraded"], summary
+    assert summary["delay"] is not None and summary["delay"] <= 7, summary
+    assert drifted.promoted[0] == 0 and len(drifted.promoted) >= 2, "a drift retrain was promoted"
+    assert summary["last"] > summary["worst"] + 0.1, summary
+
+
+def test_a_stable_world_raises_no_alarm() -> None:
+    stable = run_world("stable", seed=1, units=8, models=(MODEL,))[0]
+    assert stable.flags == [] and len(stable.daily) >= SIMULATED_DAYS - 1
+    assert "| stable | disease | 0/1 |" in report([stable], units=8, seeds=1, seconds=1.0)
