@@ -13,6 +13,11 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
   describe a world that is gone. Without a clear change point it uses the job's window, halved
   per retry.
+* **Finish the recovery.** A drift retrain made days after the change still learns mostly from
+  rows before it; the gate serves it when it beats the drifted model, but it is not yet as good as
+  the new world allows. Once a week of the new world has accumulated (`FOLLOW_UP_S` after the
+  request), one follow-up retrain learns from the rows since the change only, and the gate decides
+  again.
 * **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
   leaves the drifted version active; the next tick sees the same version still drifting and
   retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, with the window the
@@ -45,6 +50,9 @@ DRIFT_COOLDOWN_ENV = "RETRAINING_DRIFT_COOLDOWN_HOURS"
 DEFAULT_COOLDOWN_H = 12.0
 #: The shortest window a retry learns from.
 MIN_RETRAIN_DAYS = 7
+#: After a drift retrain that still learned from pre-change rows is served, one follow-up retrain on
+#: the rows since the change, this long after the drift request.
+FOLLOW_UP_S = 7 * 24 * 3600
 #: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
 UNRESOLVED_AFTER = 3
 ATTEMPT_TAG = "retraining/drift_attempt"
@@ -141,6 +149,12 @@ def evaluate_drift_jobs(
             continue
         metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now, with_features=with_features)
         result.measurements[model_type] = metrics
+        follow_up = _follow_up(result.cursor.get(model_type), job, registry, store, now)
+        if follow_up is not None and not metrics.requires_retraining:
+            result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now))
+            result.cursor[model_type] = {**result.cursor[model_type], "followed_up": True,
+                                         "requested_at": now.timestamp()}
+            continue
         if not metrics.requires_retraining:
             result.skipped[model_type] = metrics.reason
             continue
@@ -155,10 +169,42 @@ def evaluate_drift_jobs(
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
         result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of))
+        change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
         result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
-                                     "requested_at": now.timestamp(), "time_range": time_range}
+                                     "requested_at": now.timestamp(), "time_range": time_range, "change_ts": change}
         _notify(notifier, job, metrics, attempt, time_range)
     return result
+
+
+def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegistry, store: PlantDataStore,
+               now: datetime) -> str | None:
+    """The window of a follow-up retrain, once a drift retrain was served that still learned from
+    rows before the change and a week of the new world has accumulated since; else None."""
+    if not last or last.get("followed_up") or not last.get("change_ts"):
+        return None
+    active = registry.get_active_version(job.model_type)
+    if active is None or active == last.get("version"):
+        return None  # nothing served since the drift request: the retry logic handles that
+    record = registry.get_version(job.model_type, active)
+    since_request = now.timestamp() - float(last["requested_at"])
+    if record.trigger != "drift" or (record.train_start_ts or 0) >= last["change_ts"] or since_request < FOLLOW_UP_S:
+        return None
+    days = math.ceil((now.timestamp() - last["change_ts"]) / DAY / (1 - HOLDOUT_FRACTION))
+    days = min(parse_time_range(job.time_range) // DAY, max(MIN_RETRAIN_DAYS, days))
+    if store.count_samples(job.model_type, f"last_{days}d", now) < job.min_samples:
+        return None
+    return f"last_{days}d"
+
+
+def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, as_of: datetime | None,
+                       now: datetime) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
+        partition_key=job.model_type,
+        run_config=samples_run_config(time_range, job.min_samples, as_of),
+        tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
+              **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
+    )
 
 
 def _attempt(last: dict[str, Any] | None, metrics: DriftMetrics, now: datetime) -> tuple[int, str | None]:
