@@ -248,9 +248,15 @@ def change_point(by_age: dict[int, tuple[int, int]]) -> int | None:
     return best
 
 
+#: Calendar and clock features differ between any two stretches of time by construction (the
+#: season moves on, a week has other weekdays than a training tail): never counted as drift.
+CALENDAR_FEATURES = frozenset({"season_sin", "season_cos", "hour_sin", "hour_cos", "hour", "weekday", "is_weekend",
+                               "days_since_planting", "days_in_stage", "age_share_of_cycle"})
+
+
 def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame) -> list[FeatureDrift]:
-    """Per-feature drift of `recent` against `reference` (the columns they share)."""
-    columns = [c for c in reference.columns if c in recent.columns]
+    """Per-feature drift of `recent` against `reference` (the columns they share, calendar ones excepted)."""
+    columns = [c for c in reference.columns if c in recent.columns and c not in CALENDAR_FEATURES]
     alpha = P_VALUE / max(len(columns), 1)  # Bonferroni: many features, few false alarms
     return [_one_feature(c, reference[c].dropna().to_numpy(), recent[c].dropna().to_numpy(), alpha) for c in columns]
 

@@ -113,6 +113,15 @@ def test_feature_drift_flags_a_shifted_feature_and_not_a_stable_one() -> None:
     assert result["stage_index"].test == "chi2" and result["stage_index"].drifted
 
 
+def test_calendar_features_are_never_feature_drift() -> None:
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"season_sin": rng.uniform(-1, -0.5, 800), "hour": rng.integers(0, 24, 800),
+                              "humidity": rng.normal(60, 5, 800)})
+    recent = pd.DataFrame({"season_sin": rng.uniform(0.5, 1, 200), "hour": rng.integers(0, 24, 200),
+                           "humidity": rng.normal(60, 5, 200)})
+    assert [f.feature for f in feature_drift(reference, recent)] == ["humidity"]
+
+
 def test_large_references_use_a_distance_not_a_p_value() -> None:
     rng = np.random.default_rng(1)
     reference = pd.DataFrame({"co2": rng.normal(800, 50, 5000)})
