@@ -24,6 +24,8 @@ from retraining_pipelines.training import TrainedModel, time_split, train_model,
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
+#: Set by the drift policy on the runs it requests: the active version's accuracy in production.
+CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
 #: Data-quality limits on the samples; beyond them training would learn sensor faults.
 MAX_OUT_OF_RANGE_SHARE = 0.05
 MAX_MISSING_SHARE = 0.20
@@ -230,7 +232,8 @@ def validation_metrics(
     spec = get_spec(trained_model.model_type)
     try:
         outcome = run_gate(model_registry.get(), trained_model, engineered_features,
-                           tolerance_pct=model_registry.rollback_tolerance_pct, run_id=context.run.run_id)
+                           tolerance_pct=model_registry.rollback_tolerance_pct, run_id=context.run.run_id,
+                           live_accuracy=_live_accuracy(context.run.tags))
     except RetrainingError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
     result = outcome.result
@@ -244,6 +247,14 @@ def validation_metrics(
         metadata=_result_metadata(outcome),
         check_results=_validation_checks(spec, result, outcome.baseline),
     )
+
+
+def _live_accuracy(tags: dict[str, str]) -> float | None:
+    """The drifted champion's accuracy in production, as the drift check that requested this run measured it."""
+    try:
+        return float(tags[CURRENT_ACCURACY_TAG])
+    except (KeyError, ValueError):
+        return None
 
 
 def _validation_checks(

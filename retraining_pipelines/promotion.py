@@ -9,8 +9,11 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
   candidates at -7 to -9 %.
 * **Too few fair rows** (< `MIN_FAIR_ROWS`): the candidate's whole hold-out is compared with the
   champion's *recorded* validation metrics (each measured on data its model never saw), and the
-  metadata says `compared_on: recorded (...)`. The same happens when the champion cannot run on
-  the new features (a MAJOR change) or its file fails its checksum.
+  metadata says `compared_on: recorded (...)` - except for a drift retrain, where the recorded score
+  describes the world before the drift: there the champion's accuracy in production (the prediction
+  log, as measured by the drift check that requested the run) is used, `compared_on: live
+  accuracy`. The recorded metrics are also used when the champion cannot run on the new features
+  (a MAJOR change) or its file fails its checksum.
 * **The rule.** `improvement` is relative, in percent (0.87 -> 0.91 is 4.6). With an active version
   the candidate is promoted when `improvement >= -tolerance_pct` (the spec's 5 %) and either it
   meets the catalog's floor or the active version misses the floor too on the same rows - then the
@@ -74,7 +77,7 @@ class GateDecision:
 
 def compare_with_champion(
     registry: ModelRegistry, spec: ModelSpec, estimator: Any, split: TimeSplit, feature_names: list[str],
-    candidate_full: dict[str, float],
+    candidate_full: dict[str, float], live_accuracy: float | None = None,
 ) -> Comparison:
     """Score the active version and the candidate on hold-out rows neither was trained on."""
     version = registry.get_active_version(spec.model_type)
@@ -87,6 +90,8 @@ def compare_with_champion(
     rows = int(fair.sum())
     if rows < MIN_FAIR_ROWS:
         why = f"only {rows} hold-out rows after v{version}'s training period, {MIN_FAIR_ROWS} needed"
+        if live_accuracy is not None:  # drifted: its old validation score describes a world that is gone
+            return Comparison(version, {"accuracy": live_accuracy}, candidate_full, f"live accuracy ({why})", rows)
         return Comparison(version, record.metrics, candidate_full, f"recorded ({why})", rows)
     try:
         champion_model = registry.load_model(spec.model_type, version)
@@ -157,6 +162,7 @@ def run_gate(
     *,
     tolerance_pct: float = ROLLBACK_TOLERANCE_PCT,
     run_id: str | None = None,
+    live_accuracy: float | None = None,
 ) -> GateOutcome:
     """Judge the run's own candidate against the active version, then promote or reject it.
 
@@ -168,7 +174,8 @@ def run_gate(
     baseline = naive_baseline(split.y_train, split.y_holdout, spec)
     run = {"trigger": model.trigger, "run_id": run_id}
     for _ in range(MAX_GATE_ATTEMPTS):
-        comparison = compare_with_champion(registry, spec, model.estimator, split, model.feature_names, candidate_full)
+        comparison = compare_with_champion(registry, spec, model.estimator, split, model.feature_names, candidate_full,
+                                           live_accuracy)
         decision = decide(spec, candidate_full, comparison, baseline, model.version, tolerance_pct)
         status = registry.get_version(spec.model_type, model.version).status
         if status != ModelStatus.CANDIDATE:

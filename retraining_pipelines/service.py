@@ -37,6 +37,8 @@ from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
 LOCATION_NAME = "retraining_pipelines"
+#: What `check_and_execute_jobs` remembers between calls (the drift sensor keeps its own cursor).
+DRIFT_CURSOR = "service_drift_cursor.json"
 WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
 _RELOAD = """mutation Reload($name: String!) {
   reloadRepositoryLocation(repositoryLocationName: $name) {
@@ -246,8 +248,11 @@ class AutomatedRetrainingService:
         """
         now = now or datetime.now(UTC)
         done = [self._run_if_due(job, now) for job in self.jobs.list() if job.schedule_type in SCHEDULED]
+        cursor_file = dagster_home() / DRIFT_CURSOR
+        cursor = json.loads(cursor_file.read_text()) if cursor_file.exists() else None
         evaluation = evaluate_drift_jobs(self.jobs.list("on_drift"), self.instance, self.plant_store, self.registry,
-                                         self.notifier, now=now)
+                                         self.notifier, cursor, now=now)
+        cursor_file.write_text(json.dumps(evaluation.cursor))
         for request in evaluation.run_requests:
             run = self._execute(request.partition_key, request.run_config, dict(request.tags))
             done.append(JobExecution(int(request.tags[JOB_ID_TAG]), request.partition_key, "drift",

@@ -40,6 +40,13 @@ class World:
     instance: dg.DagsterInstance
     baseline_accuracy: float
 
+    def confirmed(self) -> dg.SensorResult:
+        """Two consecutive ticks: the first sees the drift, the second confirms it and requests."""
+        first = self.sensor()
+        assert first.run_requests == []
+        assert "retraining when the next check confirms it" in first.skip_reason.skip_message
+        return self.sensor(cursor=first.cursor)
+
     def sensor(self, cursor: str | None = None) -> dg.SensorResult:
         defs = build_definitions(job_store=self.jobs, resources=self.resources)
         sensor = defs.resolve_sensor_def("drift_sensor")
@@ -85,7 +92,7 @@ def stable_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cooldown: None) -> None:
     with dg.instance_for_test() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
-        result = world.sensor()
+        result = world.confirmed()
         assert len(result.run_requests) == 1, result.skip_reason
         request = result.run_requests[0]
         assert request.partition_key == MODEL
@@ -122,8 +129,10 @@ def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: N
     with dg.instance_for_test() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         log = Notifier(log_path=str(tmp_path / "notifications.jsonl"))
-        cursor, windows = None, []
-        for _ in range(4):  # the requested retrains are never run: as if each one was rejected
+        confirmed = world.confirmed()
+        cursor = confirmed.cursor
+        windows = [confirmed.run_requests[0].run_config["ops"]["training_samples"]["config"]["time_range"]]
+        for _ in range(3):  # the requested retrains are never run: as if each one was rejected
             tick = world.sensor(cursor=cursor)
             assert len(tick.run_requests) == 1, tick.skip_reason
             request = tick.run_requests[0]
@@ -146,7 +155,9 @@ def test_retries_back_off_by_the_cool_down(tmp_path: Path, monkeypatch: pytest.M
         evaluate = functools.partial(evaluate_drift_jobs, world.jobs.list("on_drift"), instance, world.store,
                                      world.registry, notifier)
         later = NOW + timedelta(hours=3)  # past the cool-down after v1's training run
-        first = evaluate(now=later)
+        seen = evaluate(now=later)
+        assert seen.run_requests == [] and "confirms it" in seen.skipped[MODEL]
+        first = evaluate(cursor=seen.cursor, now=later)
         assert len(first.run_requests) == 1
         for hours, requested in ((1.9, False), (2.1, True)):
             tick = evaluate(cursor=first.cursor, now=later + timedelta(hours=hours))
@@ -173,8 +184,8 @@ def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldow
         version = world.registry.get_active_version(MODEL)
         with world.store.engine.begin() as conn:  # keep only a day of labelled predictions
             conn.exec_driver_sql("DELETE FROM predictions WHERE ts < ?", (int((NOW - timedelta(days=1)).timestamp()),))
-        result = world.sensor()  # a day's labels suffice to prove a drop this large (the old rule wanted 50)
-        assert len(result.run_requests) == 1 and result.asset_events[0].metadata["labelled_predictions"].value < 50
+        result = world.sensor()  # a day's labels show the drop, but cannot prove it yet
+        assert result.run_requests == [] and "drift suspected, not yet significant" in result.skip_reason.skip_message
         with world.store.engine.begin() as conn:  # and a handful give no verdict at all
             conn.exec_driver_sql("DELETE FROM predictions WHERE id NOT IN "
                                  "(SELECT id FROM predictions ORDER BY ts DESC LIMIT 5)")
