@@ -20,6 +20,7 @@ within 3 points of the pre-drift level. For the stable world: drift retrains per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -38,6 +39,7 @@ from retraining_pipelines.code_location import build_definitions, default_resour
 from retraining_pipelines.datastore import DAY, PlantDataStore
 from retraining_pipelines.drift import replay_predictions
 from retraining_pipelines.drift_policy import AS_OF_TAG, evaluate_drift_jobs
+from retraining_pipelines.errors import InsufficientSamplesError
 from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JobStore, validate_job
@@ -150,10 +152,8 @@ def _serve(store: PlantDataStore, registry: ModelRegistry, model: str, since: da
             conn.exec_driver_sql("DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts >= ?",
                                  (model, replaced, int(since.timestamp())))
     days = max(1, int((END - since).total_seconds() // DAY) + 1)
-    try:
+    with contextlib.suppress(InsufficientSamplesError):  # no labelled events left in the window: nothing to log
         replay_predictions(store, registry, model, f"last_{days}d", end=END)
-    except Exception:
-        pass
     with store.engine.begin() as conn:  # keep only what happened from `since` on
         conn.exec_driver_sql("DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts < ?",
                              (model, registry.get_active_version(model), int(since.timestamp())))
