@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
@@ -22,6 +24,7 @@ from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+from retraining_pipelines.service import DRIFT_CURSOR
 
 from .conftest import TEST_CONFIG
 from .helpers import metadata_of, pipeline_resources, retrain
@@ -212,3 +215,18 @@ def test_sensor_with_no_drift_jobs_says_so(tmp_path: Path, plant_store: PlantDat
         world = World(plant_store, pipeline_resources(plant_store), ModelRegistry(tmp_path / "r"),
                       JobStore(tmp_path / "jobs.sqlite"), instance, 0.0)
         assert world.sensor().skip_reason.skip_message == "no on_drift jobs"
+
+
+def test_check_and_execute_jobs_confirms_drift_across_calls_then_retrains(tmp_path: Path, no_cooldown: None) -> None:
+    """Without the daemon (a cron entry calling the service), the confirmation survives between calls."""
+    with dg.instance_for_test() as instance:
+        world = _world(tmp_path, drift=True, instance=instance)
+        service = AutomatedRetrainingService(plant_store=world.store, instance=instance, job_store=world.jobs,
+                                             model_registry=world.resources["model_registry"],
+                                             notifier=world.resources["notifier"])
+        first = [e for e in service.check_and_execute_jobs() if e.trigger == "drift"]
+        assert len(first) == 1 and "confirms it" in first[0].skipped
+        assert (Path(os.environ["DAGSTER_HOME"]) / DRIFT_CURSOR).exists()
+        second = [e for e in service.check_and_execute_jobs() if e.trigger == "drift"]
+        assert len(second) == 1 and second[0].result is not None, second
+        assert second[0].result.promoted and world.registry.get_active_version(MODEL) == "1.1.0"
