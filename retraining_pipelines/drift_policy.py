@@ -160,7 +160,8 @@ def evaluate_drift_jobs(
             continue
         if not metrics.requires_retraining:
             result.skipped[model_type] = metrics.reason
-            result.cursor.get(model_type, {}).pop("suspected", None)
+            if "suspected" in result.cursor.get(model_type, {}):  # a one-off: the next drift starts over
+                result.cursor[model_type] = {k: v for k, v in result.cursor[model_type].items() if k != "suspected"}
             continue
         unconfirmed = _unconfirmed(result.cursor, model_type, metrics)
         if unconfirmed:
