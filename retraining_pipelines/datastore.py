@@ -274,19 +274,6 @@ class PlantDataStore(dg.ConfigurableResource):
         )
         return self._read(query)
 
-    def logged_accuracy(
-        self, model_type: str, model_version: str, window: Window, tolerance: float | None
-    ) -> tuple[float | None, int]:
-        """Accuracy and count of a version's labelled predictions in the window, aggregated in SQL."""
-        p = predictions.c
-        query = sa.select(sa.func.avg(_prediction_hit(tolerance)), sa.func.count()).where(
-            p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
-            p.ts >= window.start_ts, p.ts < window.end_ts,
-        )
-        with self.engine.connect() as conn:
-            accuracy, count = conn.execute(query).one()
-        return (float(accuracy) if accuracy is not None else None), int(count)
-
     def logged_hits_by_age(
         self, model_type: str, model_version: str, window: Window, tolerance: float | None
     ) -> dict[int, tuple[int, int]]:

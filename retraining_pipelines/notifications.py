@@ -140,7 +140,8 @@ class Notifier(dg.ConfigurableResource):
 
 
 def wait_for_deliveries(timeout: float = 30.0) -> None:
-    """Wait for webhook deliveries under way (tests, and a CLI that exits right after a retrain)."""
+    """Wait for webhook deliveries under way (tests do, between tests). A process needs not: delivery
+    threads are not daemons, so it exits once they are done, at most one deadline later."""
     deadline = time.monotonic() + timeout
     for thread in list(_DELIVERIES):
         thread.join(max(0.0, deadline - time.monotonic()))

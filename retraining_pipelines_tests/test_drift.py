@@ -144,8 +144,19 @@ def test_logged_accuracy_in_sql_matches_python(tmp_path: Path) -> None:
         spec = get_spec(model_type)
         mine = [r for r in rows if r[0] == model_type and r[1] == "1.0.0" and r[4] is not None]
         expected = prediction_accuracy(spec, [r[3] for r in mine], [r[4] for r in mine])
-        assert store.logged_accuracy(model_type, "1.0.0", window, spec.accuracy_tolerance) == (
-            pytest.approx(expected), 40)
+        assert _logged(store, model_type, window) == (pytest.approx(expected), 40)
+    # bucketed by whole days back from the window's end: 1000 - 1 - ts < 86400 for every row here
+    assert set(store.logged_hits_by_age("disease", "1.0.0", window, None)) == {0}
+    later = Window(0, 100 + 86400 + 20, "last_2d")  # rows at ts 100..119 are now a day older
+    by_age = store.logged_hits_by_age("disease", "1.0.0", later, None)
+    assert {age: n for age, (_, n) in by_age.items()} == {0: 20, 1: 20}
+
+
+def _logged(store: PlantDataStore, model_type: str, window: Window) -> tuple[float, int]:
+    """Accuracy and count of v1.0.0's labelled predictions in the window, from the SQL aggregation."""
+    by_age = store.logged_hits_by_age(model_type, "1.0.0", window, get_spec(model_type).accuracy_tolerance)
+    hits, count = sum(h for h, _ in by_age.values()), sum(n for _, n in by_age.values())
+    return hits / count, count
 
 
 @pytest.mark.parametrize("model_type", ["irrigation_duration", "irrigation_threshold", "personalized_growth"])
@@ -169,8 +180,7 @@ def test_replayed_predictions_are_computed_exactly_as_training_computes_features
     assert logged["prediction"].tolist() == expected
     assert logged["actual"].tolist() == [str(a) for a in features.y[week]]
     # and so the logged accuracy is what validation measures on those rows: no drift on a stable world
-    accuracy, count = plant_store.logged_accuracy(model_type, "1.0.0", Window.last("last_7d"),
-                                                  get_spec(model_type).accuracy_tolerance)
+    accuracy, count = _logged(plant_store, model_type, Window.last("last_7d"))
     on_rows = validate_model(model, features.X[week], features.y[week], get_spec(model_type))["accuracy"]
     assert count == len(expected) and accuracy == pytest.approx(on_rows)
 
