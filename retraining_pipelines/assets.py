@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
 from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError
@@ -30,6 +31,10 @@ CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
 MAX_OUT_OF_RANGE_SHARE = 0.05
 MAX_MISSING_SHARE = 0.20
 MIN_ROWS_PER_CLASS = 5
+#: Label rows the plant app wrote that cannot be used (unknown unit, crop or class, out-of-range
+#: target, undatable timestamp). A few are the app's noise and are skipped; beyond this share the
+#: app is writing something we do not understand, and training on the rest would hide it.
+MAX_REJECTED_SHARE = 0.10
 
 
 class SamplesConfig(dg.Config):
@@ -46,16 +51,7 @@ class SamplesConfig(dg.Config):
 
     def end(self) -> datetime | None:
         """`as_of` as an aware datetime (None: now)."""
-        if self.as_of is None:
-            return None
-        try:
-            moment = datetime.fromisoformat(self.as_of)
-        except ValueError:
-            moment = None
-        if moment is None or moment.tzinfo is None:
-            raise InvalidFieldError("as_of", self.as_of, "an ISO 8601 time with a time zone, e.g. "
-                                    "2026-11-01T00:00:00+00:00")
-        return moment
+        return None if self.as_of is None else validation.iso_moment("as_of", self.as_of)
 
 
 def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None) -> dict[str, Any]:
@@ -64,6 +60,21 @@ def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None
     if as_of is not None:
         config["as_of"] = as_of.isoformat()
     return {"ops": {"training_samples": {"config": config}}}
+
+
+def require_recorded_instance(instance: dg.DagsterInstance) -> None:
+    """A retrain changes the registry; a run Dagster does not record (no DAGSTER_HOME) would change it unseen.
+
+    `dagster asset materialize` without DAGSTER_HOME runs on a throw-away instance: the UI, the
+    sensors and the run history would never see the version it made active.
+    """
+    if instance.is_ephemeral:
+        raise dg.Failure(
+            description="DAGSTER_HOME is not set, so this run would change the model registry while Dagster records "
+            "it nowhere (the UI would never see it). Set DAGSTER_HOME to the service's home, e.g. "
+            "`export DAGSTER_HOME=$PWD/dagster_home`, and run again. Nothing was changed.",
+            allow_retries=False,
+        )
 
 
 def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
@@ -79,12 +90,16 @@ def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetC
                f"At most {MAX_OUT_OF_RANGE_SHARE:.0%} of sensor readings outside physical ranges."),
         _check("climate_coverage", "training_samples", True,
                f"At most {MAX_MISSING_SHARE:.0%} of unit-hours without any reading."),
+        _check("usable_rows", "training_samples", True,
+               f"At most {MAX_REJECTED_SHARE:.0%} of label rows unusable (unknown unit, crop or class, "
+               "out-of-range target, timestamp not in epoch seconds); the metadata counts them by reason."),
         _check("rows_per_class", "training_samples", False,
                f"Classifiers: every class has at least {MIN_ROWS_PER_CLASS} examples."),
     ],
 )
 def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, plant_store: PlantDataStore):
     """Labelled examples for the model type in the time range, with the climate around them."""
+    require_recorded_instance(context.instance)
     tag_run_worker(context.instance, context.run.run_id)  # first step: say which process runs this retrain
     try:
         samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range,
@@ -99,6 +114,8 @@ def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, p
         "first_sample": dg.MetadataValue.timestamp(float(labels["ts"].min())),
         "last_sample": dg.MetadataValue.timestamp(float(labels["ts"].max())),
         "grow_units": dg.MetadataValue.int(int(labels["unit_id"].nunique())),
+        "rejected_rows": dg.MetadataValue.json(samples.rejected),
+        "rejected_share": dg.MetadataValue.float(round(samples.rejected_share, 4)),
     }
     if spec.task == "classification":
         balance = labels[spec.target].astype(str).value_counts(normalize=True).round(4)
@@ -108,6 +125,14 @@ def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, p
 
 
 def _sample_checks(samples: TrainingSamples):
+    rejected = {reason: count for reason, count in samples.rejected.items() if count}
+    yield dg.AssetCheckResult(
+        check_name="usable_rows",
+        passed=samples.rejected_share <= MAX_REJECTED_SHARE,
+        metadata={"rejected_share": dg.MetadataValue.float(round(samples.rejected_share, 4)),
+                  "rejected_rows": dg.MetadataValue.json(rejected)},
+        description=f"Unusable label rows by reason: {rejected}" if rejected else "Every label row is usable.",
+    )
     share = samples.out_of_range_share
     yield dg.AssetCheckResult(
         check_name="physical_ranges",
@@ -186,6 +211,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
     Stored by the registry IO manager as a new CANDIDATE version; `validation_metrics` decides
     whether it becomes the active one.
     """
+    require_recorded_instance(context.instance)
     split = time_split(engineered_features)
     model = train_model(engineered_features, split)
     model.metrics = validate_model(model.estimator, split.X_holdout, split.y_holdout, get_spec(model.model_type))
@@ -229,6 +255,7 @@ def validation_metrics(
     Metrics, improvement and the decision are float/bool metadata, so the UI plots accuracy and
     improvement across versions.
     """
+    require_recorded_instance(context.instance)
     spec = get_spec(trained_model.model_type)
     try:
         outcome = run_gate(model_registry.get(), trained_model, engineered_features,
@@ -279,31 +306,35 @@ def _validation_checks(
             passed=result.promoted,
             severity=dg.AssetCheckSeverity.WARN,
             description=result.reason,
-            metadata={"active_version": str(result.active_version), "candidate": str(result.new_version)},
+            metadata={"active_version": result.active_version or "none", "candidate": result.new_version},
         ),
     ]
 
 
+def _float(value: float, digits: int = 4) -> dg.MetadataValue:
+    """Floats rounded to what matters (accuracy to 0.01 %, improvement to 0.01 points), not -5.9999999999999964."""
+    return dg.MetadataValue.float(round(float(value), digits))
+
+
 def _result_metadata(outcome: GateOutcome) -> dict:
     result, comparison = outcome.result, outcome.comparison
-    metadata = {name: dg.MetadataValue.float(value) for name, value in result.new_metrics.items()}
-    if result.improvement is not None:
-        metadata["improvement"] = dg.MetadataValue.float(result.improvement)
-    if result.old_metrics:
-        metadata["old_accuracy"] = dg.MetadataValue.float(result.old_metrics["accuracy"])
-        metadata["candidate_accuracy_compared"] = dg.MetadataValue.float(comparison.candidate["accuracy"])
+    metadata = {name: _float(value) for name, value in result.new_metrics.items()}
+    if result.old_version is not None:  # the plot compares versions; a first version has none to compare with
+        metadata["improvement"] = _float(result.improvement, 2)
+        metadata["old_accuracy"] = _float(result.old_metrics["accuracy"])
+        metadata["candidate_accuracy_compared"] = _float(comparison.candidate["accuracy"])
+        metadata["old_version"] = result.old_version
     metadata.update({
-        "baseline_accuracy": dg.MetadataValue.float(outcome.baseline["accuracy"]),
+        "baseline_accuracy": _float(outcome.baseline["accuracy"]),
         "holdout_rows": dg.MetadataValue.int(outcome.holdout_rows),
         "fair_holdout_rows": dg.MetadataValue.int(comparison.fair_rows),
         "promoted": dg.MetadataValue.bool(result.promoted),
-        "new_version": str(result.new_version),
-        "old_version": str(result.old_version),
-        "active_version": str(result.active_version),
+        "new_version": result.new_version,
+        "active_version": result.active_version or "none (no version has passed the gate yet)",
         "reason": result.reason,
         "compared_on": comparison.basis,
         "training_samples": dg.MetadataValue.int(result.training_samples),
-        "training_duration": dg.MetadataValue.float(result.training_duration),
+        "training_duration": _float(result.training_duration, 3),
         "result": dg.MetadataValue.json(result.to_dict()),
     })
     if result.warnings:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -21,9 +23,13 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 
+from retraining_pipelines.crops import STAGES
 from retraining_pipelines.errors import InvalidFieldError
 
 Task = Literal["classification", "regression"]
+CLIMATE_ACTIONS = ("none", "heat", "cool", "humidify", "dehumidify", "ventilate")
+DISEASE_TYPES = ("healthy", "fungal", "bacterial", "pest", "nutrient_deficiency", "environmental_stress")
+HOURS = tuple(str(h) for h in range(24))
 
 #: Estimator classes a catalog entry may name; a closed set so a catalog typo fails at import.
 ESTIMATORS: Mapping[str, type[BaseEstimator]] = MappingProxyType(
@@ -101,6 +107,19 @@ class ModelSpec:
     accuracy_tolerance: float | None = None
     feature_set_version: int = 1
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
+    #: Classification: every label the plant app may write. A row with another label is not
+    #: trained on (it is counted as `unknown_class` in the data-quality metadata).
+    classes: tuple[str, ...] = ()
+    #: Regression: the physically possible target values; outside them a row is `out_of_range`.
+    target_range: tuple[float, float] | None = None
+
+    def usable_target(self, values: pd.Series) -> pd.Series:
+        """Which label values this model can learn from (True) - the one rule for label validity."""
+        if self.task == "classification":
+            return values.astype(str).isin(self.classes)
+        low, high = self.target_range or (-np.inf, np.inf)
+        numbers = pd.to_numeric(values, errors="coerce")
+        return numbers.between(low, high) & np.isfinite(numbers)
 
     @property
     def feature_set(self) -> str:
@@ -132,6 +151,7 @@ _SPECS = (
         "ventilate, none) for a grow unit's current and recent conditions.",
         label_table="climate_actions",
         target="action",
+        classes=CLIMATE_ACTIONS,
         features=(
             *_CLIMATE,
             "temperature_mean_24h",
@@ -157,6 +177,7 @@ _SPECS = (
         "nutrient_deficiency, environmental_stress) from the last 72 h of conditions.",
         label_table="disease_observations",
         target="disease_type",
+        classes=DISEASE_TYPES,
         features=(
             "temperature",
             "humidity",
@@ -181,6 +202,7 @@ _SPECS = (
         "in use nudged by their 'too early' / 'too late' feedback, clipped to 20-80 %.",
         label_table="irrigation_events",
         target="optimal_threshold",
+        target_range=(0.0, 100.0),  # soil moisture, %
         features=(
             "soil_moisture",
             "temperature",
@@ -203,6 +225,7 @@ _SPECS = (
         description="Predicts how many seconds to water to bring soil moisture to its target.",
         label_table="irrigation_events",
         target="duration_s",
+        target_range=(0.0, 4 * 3600.0),  # seconds of watering
         features=(
             "soil_moisture",
             "target_moisture",
@@ -224,6 +247,7 @@ _SPECS = (
         "was detected and the conditions then.",
         label_table="irrigation_events",
         target="preferred_hour",
+        classes=HOURS,
         features=(
             "hour",
             "weekday",
@@ -250,6 +274,7 @@ _SPECS = (
         "and the crop's reference stage calendar.",
         label_table="growth_observations",
         target="growth_stage",
+        classes=STAGES,
         features=(
             "days_since_planting",
             "expected_stage_index",
@@ -272,6 +297,7 @@ _SPECS = (
         "grower's setup from the unit's growth history.",
         label_table="growth_observations",
         target="growth_rate",
+        target_range=(0.0, 50.0),  # cm/day
         features=(
             "temperature_mean_24h",
             "vpd_mean_24h",

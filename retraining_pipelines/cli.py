@@ -5,19 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from retraining_pipelines import api, validation, webserver
+from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.drift import DRIFT_WINDOW, replay_predictions
 from retraining_pipelines.errors import InvalidFieldError, RetrainingError
 from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, demo_config, generate
 from retraining_pipelines.service import AutomatedRetrainingService
 from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, dagster_home
+from retraining_pipelines.webserver import WEBSERVER_URL_ENV
 
 DEFAULT_WEBSERVER = "http://127.0.0.1:3000"  # where `retraining serve` (scripts/run) listens
+DEFAULT_API_PORT = 8000
 
 
 def seed_demo(store: PlantDataStore, config: GeneratorConfig, force: bool = False) -> bool:
@@ -83,26 +91,91 @@ def _release_drift(store: PlantDataStore) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """Seed on first start, then hand the process to `dagster dev` (UI + daemon)."""
+    """Seed on first start, then run `dagster dev` (UI + daemon) beside the REST API; stop both together.
+
+    The REST API runs in this process; `dagster dev` is a child in the same process group, so Ctrl-C
+    reaches both, and a SIGTERM to this process (what `kill`, systemd and docker send) stops the
+    API, then asks `dagster dev` to shut down its webserver, daemon and code servers.
+    """
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DAGSTER_HOME))
+    token = os.environ.get(api.TOKEN_ENV) or None
+    api.check_bind(args.api_host, token)  # refuse an exposed API before starting anything
     dagster_home().mkdir(parents=True, exist_ok=True)
     store = PlantDataStore()
     if seed_demo(store, demo_config()):
         print(f"First start: seeded demo plant data into {store.url}")
+    ui_url = f"http://{args.host}:{args.port}"
+    os.environ[WEBSERVER_URL_ENV] = ui_url
     workspace = PROJECT_DAGSTER_HOME.parent / "workspace.yaml"
     # the dagster script installed beside this interpreter, so an unactivated venv works too
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    os.execvp(command[0], command)
-    return 0  # pragma: no cover - execvp does not return
+    dagster_bin = Path(sys.executable).with_name("dagster")
+    command = [str(dagster_bin), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    server = api.build_server(args.api_host, args.api_port, AutomatedRetrainingService(webserver_url=ui_url), token)
+    dagster = subprocess.Popen(command)
+    threading.Thread(target=_stop_when_exits, args=(dagster, server), daemon=True).start()
+    print(f"Dagster UI: {ui_url}   REST API: http://{args.api_host}:{args.api_port}{api.PREFIX} "
+          f"(OpenAPI at /openapi.json). Ctrl-C stops both.", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn handles these while it serves, then re-raises them to the handler it found: make that a
+        # no-op so this process lives on to stop `dagster dev` instead of dying with the signal
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run()  # returns on SIGINT / SIGTERM
+    finally:
+        _stop(dagster)
+    return dagster.returncode or 0
+
+
+def _stop_when_exits(child: subprocess.Popen, server: Any) -> None:
+    """If `dagster dev` dies, the API must not keep answering for a service that is gone."""
+    child.wait()
+    server.should_exit = True
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Ask `dagster dev` to shut down as Ctrl-C would, then insist."""
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        if child.poll() is not None:
+            return
+        child.send_signal(sig)
+        try:
+            child.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    """The REST API alone (the UI and daemon run elsewhere: --webserver says where)."""
+    service = AutomatedRetrainingService(webserver_url=args.webserver)
+    api.build_server(args.host, args.port, service).run()
+    return 0
 
 
 def _service(args: argparse.Namespace) -> AutomatedRetrainingService:
-    return AutomatedRetrainingService(webserver_url=args.webserver)
+    return AutomatedRetrainingService()  # reloads are the CLI's own, so a failure can be reported
+
+
+def _print(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _reloaded(args: argparse.Namespace, done: str) -> int:
+    """After a job change: reload the webserver's code location when one is named; say so if it cannot."""
+    if not args.webserver:
+        return 0
+    try:
+        if webserver.reload_location(args.webserver):
+            return 0
+        reason = "the reload did not succeed"
+    except RetrainingError as err:
+        reason = str(err)
+    print(f"error: {done}, but the Dagster webserver was not reloaded ({reason}); the daemon picks the change "
+          "up on its next workspace refresh.", file=sys.stderr)
+    return 3
 
 
 def _cmd_jobs_list(args: argparse.Namespace) -> int:
-    print(json.dumps({"jobs": [j.to_dict() for j in _service(args).get_retraining_schedule()]}, indent=2))
+    _print({"jobs": [j.to_dict() for j in _service(args).get_retraining_schedule()]})
     return 0
 
 
@@ -110,16 +183,55 @@ def _cmd_jobs_add(args: argparse.Namespace) -> int:
     job_id = _service(args).add_job(args.model_type, args.schedule_type, args.day, args.time, args.threshold,
                                     args.min_samples, args.timezone, args.time_range)
     print(json.dumps({"job_id": job_id, "message": "Retraining job scheduled"}))
-    return 0
+    return _reloaded(args, f"job {job_id} is stored")
 
 
 def _cmd_jobs_remove(args: argparse.Namespace) -> int:
     _service(args).remove_job(args.job_id)
     print(json.dumps({"message": "Retraining job removed"}))
+    return _reloaded(args, f"job {args.job_id} is removed")
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    """Retrain now, in this process (recorded in the instance); prints the spec's result."""
+    get_spec(args.model_type)
+    service = _service(args)
+    result = service.retrain_model(args.model_type, force=args.force, min_samples=args.min_samples,
+                                   time_range=args.time_range)
+    _print(result.to_dict())
+    return 0
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    get_spec(args.model_type)
+    _print(_service(args).model_details(args.model_type))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    get_spec(args.model_type)
+    old, new = _service(args).rollback(args.model_type, args.to_version, reason=args.reason)
+    _print({"model_type": args.model_type, "from_version": old, "to_version": new})
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    if args.model_type is not None:
+        get_spec(args.model_type)
+    _print({"runs": [r.to_dict() for r in _service(args).history(args.model_type, args.limit)]})
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    get_spec(args.model_type)
+    validation.time_range(args.window, "window")
+    _print(_service(args).check_drift(args.model_type, args.window, args.threshold).to_dict())
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    get_spec(args.model_type)  # refuse bad input before the service creates its stores
+    validation.time_range(args.time_range)
     service = AutomatedRetrainingService()
     count = replay_predictions(service.plant_store, service.registry, args.model_type, args.time_range)
     print(f"Logged {count} predictions of the active {args.model_type} model with their outcomes.")
@@ -131,8 +243,9 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="list, add or remove retraining jobs").add_subparsers(dest="jobs", required=True)
     for name, func in (("list", _cmd_jobs_list), ("add", _cmd_jobs_add), ("remove", _cmd_jobs_remove)):
         cmd = jobs.add_parser(name)
-        cmd.add_argument("--webserver", default=DEFAULT_WEBSERVER,
-                         help="reload this Dagster webserver's code location after a change")
+        cmd.add_argument("--webserver", default=os.environ.get(WEBSERVER_URL_ENV),
+                         help=f"reload this Dagster webserver's code location after a change (default: "
+                         f"${WEBSERVER_URL_ENV}; unset: no reload, the daemon picks changes up itself)")
         cmd.set_defaults(func=func)
         if name == "add":
             cmd.add_argument("model_type")
@@ -145,11 +258,38 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--time-range", default="last_90d")
         if name == "remove":
             cmd.add_argument("job_id", type=int)
+    _add_model_commands(sub)
     replay = sub.add_parser("replay-predictions",
                             help="log the active model's predictions on recent plant data, then check drift")
     replay.add_argument("model_type")
     replay.add_argument("--time-range", default="last_7d")
     replay.set_defaults(func=_cmd_replay)
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    retrain = sub.add_parser("retrain", help="retrain a model type now (in this process) and print the result")
+    retrain.add_argument("model_type")
+    retrain.add_argument("--force", action="store_true", help="retrain even if no drift is detected")
+    retrain.add_argument("--min-samples", type=int)
+    retrain.add_argument("--time-range", default="last_90d")
+    retrain.set_defaults(func=_cmd_retrain)
+    versions = sub.add_parser("versions", help="every version of a model type and its audit trail")
+    versions.add_argument("model_type")
+    versions.set_defaults(func=_cmd_versions)
+    rollback = sub.add_parser("rollback", help="restore the previous (or a named) served version")
+    rollback.add_argument("model_type")
+    rollback.add_argument("--to-version")
+    rollback.add_argument("--reason", default="rollback requested from the CLI")
+    rollback.set_defaults(func=_cmd_rollback)
+    history = sub.add_parser("history", help="the latest retrain runs and their outcomes")
+    history.add_argument("--model-type")
+    history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(func=_cmd_history)
+    drift = sub.add_parser("drift", help="check the active version for drift from the prediction log")
+    drift.add_argument("model_type")
+    drift.add_argument("--window", default=DRIFT_WINDOW)
+    drift.add_argument("--threshold", type=float)
+    drift.set_defaults(func=_cmd_drift)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,14 +309,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the Dagster UI and daemon (seeds demo data first)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--api-host", default="127.0.0.1", help="REST API address (loopback unless a token is set)")
+    serve.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
     serve.set_defaults(func=_cmd_serve)
+    rest = sub.add_parser("api", help="run the REST API alone")
+    rest.add_argument("--host", default="127.0.0.1")
+    rest.add_argument("--port", type=int, default=DEFAULT_API_PORT)
+    rest.add_argument("--webserver", default=DEFAULT_WEBSERVER, help="the Dagster webserver that queues runs")
+    rest.set_defaults(func=_cmd_api)
     _add_job_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except RetrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except RetrainingError as err:  # a refusal or failure the service explains
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as err:  # anything else still gets one line, never a traceback
+        print(f"error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ Hourly aggregation happens in SQL so a year of 5-minute readings never has to fi
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +18,10 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.crops import CROPS_BY_NAME
+from retraining_pipelines.errors import InsufficientSamplesError, StorageError
 from retraining_pipelines.settings import plant_database_url
 
 HOUR = 3600
@@ -37,8 +38,10 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "light": (0.0, 150000.0),
 }
 SENSORS = tuple(PHYSICAL_RANGES)
-TIME_RANGE_PATTERN = re.compile(r"^last_([1-9][0-9]{0,3})d$")
-TIME_RANGE_HELP = "'last_<N>d' with N from 1 to 3650 days, e.g. 'last_90d' or 'last_180d'"
+#: Epoch seconds from 2000-01-01 to 2100-01-01: outside, a `ts` is milliseconds, text or garbage.
+PLAUSIBLE_TS = (946_684_800, 4_102_444_800)
+#: Why a label row cannot be trained on; counted in the `training_samples` metadata.
+REJECT_REASONS = ("unknown_unit", "unknown_crop", "unknown_class", "out_of_range", "bad_timestamp")
 
 metadata = sa.MetaData()
 _ts = sa.BigInteger  # epoch seconds
@@ -126,21 +129,6 @@ LABEL_TABLES = {
 }
 
 
-def parse_time_range(time_range: str) -> int:
-    """Seconds covered by a spec-style time range such as `last_90d`."""
-    match = TIME_RANGE_PATTERN.match(time_range) if isinstance(time_range, str) else None
-    if match is None or int(match.group(1)) > 3650:
-        raise InvalidFieldError("time_range", time_range, TIME_RANGE_HELP)
-    return int(match.group(1)) * DAY
-
-
-def check_min_samples(value: object) -> int:
-    """`min_samples` must be a positive whole number (bools are not numbers here)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidFieldError("min_samples", value, "a positive integer")
-    return value
-
-
 @dataclass(frozen=True)
 class Window:
     """A half-open time window `[start_ts, end_ts)` in epoch seconds."""
@@ -152,7 +140,7 @@ class Window:
     @classmethod
     def last(cls, time_range: str, end: datetime | None = None) -> Window:
         end_ts = int((end or datetime.now(UTC)).timestamp())
-        return cls(end_ts - parse_time_range(time_range), end_ts, time_range)
+        return cls(end_ts - validation.time_range(time_range), end_ts, time_range)
 
 
 def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
@@ -201,7 +189,10 @@ class PlantDataStore(dg.ConfigurableResource):
 
     @property
     def engine(self) -> sa.Engine:
-        return _engine(self.url)
+        try:
+            return _engine(self.url)
+        except (sa.exc.SQLAlchemyError, OSError) as err:
+            raise StorageError("plant database", sa.engine.make_url(self.url).render_as_string(), err) from err
 
     def is_empty(self) -> bool:
         with self.engine.connect() as conn:
@@ -230,25 +221,54 @@ class PlantDataStore(dg.ConfigurableResource):
         time_range: str = "last_90d",
         end: datetime | None = None,
     ) -> pd.DataFrame:
-        """Labelled examples for `model_type` in the window, with each unit's crop.
+        """Usable labelled examples for `model_type` in the window, with each unit's crop, in time order.
 
-        Raises InsufficientSamplesError below `min_samples` (the catalog default when None), so a
-        caller never trains on too little data by accident.
+        Raises InsufficientSamplesError below `min_samples` usable rows (the catalog default when
+        None), so a caller never trains on too little data by accident.
         """
+        return self._usable_labels(model_type, min_samples, time_range, end)[0]
+
+    def _usable_labels(
+        self, model_type: str, min_samples: int | None, time_range: str, end: datetime | None
+    ) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The window's labels that can be trained on, and how many rows could not be, by reason."""
         spec = get_spec(model_type)
         window = Window.last(time_range, end)
-        required = spec.min_samples if min_samples is None else check_min_samples(min_samples)
+        required = spec.min_samples if min_samples is None else validation.min_samples(min_samples)
         table = LABEL_TABLES[spec.label_table]
         query = (
             sa.select(table, grow_units.c.crop)
-            .join(grow_units, grow_units.c.unit_id == table.c.unit_id)
+            .select_from(table.outerjoin(grow_units, grow_units.c.unit_id == table.c.unit_id))
             .where(table.c.ts >= window.start_ts, table.c.ts < window.end_ts)
             .order_by(table.c.ts)
         )
         labels = self._read(query)
-        if len(labels) < required:
-            raise InsufficientSamplesError(model_type, len(labels), required, time_range)
-        return labels
+        reasons = {
+            "unknown_unit": labels["crop"].isna(),
+            "unknown_crop": labels["crop"].notna() & ~labels["crop"].isin(list(CROPS_BY_NAME)),
+            "unknown_class" if spec.task == "classification" else "out_of_range": ~spec.usable_target(
+                labels[spec.target]),
+        }
+        unusable = pd.Series(False, index=labels.index)
+        rejected = {}
+        for reason, rows in reasons.items():  # each row counted once, under its first reason
+            rejected[reason] = int((rows & ~unusable).sum())
+            unusable |= rows
+        rejected["bad_timestamp"] = self._implausible_timestamps(table)
+        usable = labels[~unusable].reset_index(drop=True)
+        if len(usable) < required:
+            raise InsufficientSamplesError(model_type, len(usable), required, time_range)
+        return usable, rejected
+
+    def _implausible_timestamps(self, table: sa.Table) -> int:
+        """Rows whose `ts` is not epoch seconds of this century (milliseconds, text): they belong to no window.
+
+        Counted over the whole table - such a row has no time to place it in a window by. Both
+        bounds are index range scans; in SQLite text sorts after every number, so text is caught too.
+        """
+        query = sa.select(sa.func.count()).where(sa.or_(table.c.ts < PLAUSIBLE_TS[0], table.c.ts > PLAUSIBLE_TS[1]))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def count_samples(self, model_type: str, time_range: str = "last_90d", end: datetime | None = None) -> int:
         """How many labelled examples a retrain would get (cheap: an index range count)."""
@@ -306,7 +326,7 @@ class PlantDataStore(dg.ConfigurableResource):
         """Labels plus the hourly climate and plants their features are computed from."""
         end = end or datetime.now(UTC)  # one "now" for labels and climate alike
         window = Window.last(time_range, end)
-        labels = self.fetch_samples(model_type, min_samples, time_range, end)
+        labels, rejected = self._usable_labels(model_type, min_samples, time_range, end)
         plant_rows = self.fetch_plants(sorted(labels["plant_id"].unique().tolist()) if "plant_id" in labels else [])
         start = window.start_ts - CLIMATE_LOOKBACK_S
         if get_spec(model_type).label_table == "growth_observations" and len(plant_rows):
@@ -314,7 +334,7 @@ class PlantDataStore(dg.ConfigurableResource):
             start = min(start, max(int(plant_rows["planted_at"].min()), window.start_ts - MAX_LOOKBACK_S))
         units = sorted(labels["unit_id"].unique().tolist())
         hourly = self.fetch_hourly_climate(units, start, window.end_ts)
-        return TrainingSamples(model_type, window, labels, hourly, plant_rows)
+        return TrainingSamples(model_type, window, labels, hourly, plant_rows, rejected)
 
 
 @dataclass
@@ -326,6 +346,14 @@ class TrainingSamples:
     labels: pd.DataFrame
     hourly: pd.DataFrame
     plants: pd.DataFrame
+    #: Rows of the label table that could not be used, by reason (see `REJECT_REASONS`).
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_share(self) -> float:
+        """Unusable rows as a share of all rows the window offered (plus undatable ones)."""
+        bad = sum(self.rejected.values())
+        return bad / (bad + len(self.labels)) if bad else 0.0
 
     @property
     def out_of_range_share(self) -> float:

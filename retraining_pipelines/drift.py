@@ -34,11 +34,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, chi2, chi2_contingency, ks_2samp, wasserstein_distance
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.datastore import DAY, PlantDataStore, Window, parse_time_range, predictions
+from retraining_pipelines.datastore import DAY, PlantDataStore, Window, predictions
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.settings import registry_dir
 
 DEFAULT_THRESHOLD = 0.15
 MIN_LABELLED = 10  # labelled predictions before any accuracy verdict
@@ -109,12 +111,13 @@ def prediction_accuracy(spec: ModelSpec, predicted: Sequence[Any], actual: Seque
 class DriftDetector:
     """Judges the active version of each model type against its own validation accuracy."""
 
-    def __init__(self, registry: ModelRegistry, store: PlantDataStore | None = None,
+    def __init__(self, registry: ModelRegistry | None = None, store: PlantDataStore | None = None,
                  min_labelled: int = MIN_LABELLED, threshold: float = DEFAULT_THRESHOLD) -> None:
-        self.registry = registry
-        self.store = store
-        self.min_labelled = min_labelled
-        self.threshold = threshold
+        """No arguments: the DAGSTER_HOME registry and plant database, like `AutomatedRetrainingService()`."""
+        self.registry = registry if registry is not None else ModelRegistry(registry_dir())
+        self.store = store if store is not None else PlantDataStore()
+        self.min_labelled = validation.whole("min_labelled", min_labelled, 1, validation.MAX_MIN_SAMPLES)
+        self.threshold = validation.drift_threshold(threshold, "threshold")
 
     def check_drift(
         self,
@@ -129,6 +132,8 @@ class DriftDetector:
             raise InvalidFieldError("recent_actuals", f"{len(recent_actuals)} values",
                                     f"one per prediction ({len(recent_predictions)})")
         spec = get_spec(model_type)
+        if threshold is not None:
+            validation.drift_threshold(threshold, "threshold")
         n = len(recent_predictions)
         hits = round(prediction_accuracy(spec, recent_predictions, recent_actuals) * n) if n else 0
         return self._verdict(spec, [(None, hits, n)], threshold, recent_features)
@@ -141,9 +146,12 @@ class DriftDetector:
         if self.store is None:
             raise InvalidFieldError("store", None, "a PlantDataStore to read the prediction log from")
         spec = get_spec(model_type)
+        window_s = validation.time_range(window, "window")
+        if threshold is not None:
+            validation.drift_threshold(threshold, "threshold")
         span = Window.last(window, end)
         version = self.registry.get_active_version(model_type)
-        search = Window.last(CHANGE_SEARCH, end) if parse_time_range(CHANGE_SEARCH) > parse_time_range(window) else span
+        search = Window.last(CHANGE_SEARCH, end) if validation.time_range(CHANGE_SEARCH) > window_s else span
         history = self.store.logged_hits_by_age(model_type, version, search, spec.accuracy_tolerance) if version else {}
         longest = (span.end_ts - span.start_ts) // DAY
         by_age = {age: hn for age, hn in history.items() if age < longest}
@@ -297,6 +305,7 @@ def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_typ
     alone cost irrigation_duration 4-26 points with no drift at all.
     """
     spec = get_spec(model_type)
+    validation.time_range(time_range)
     version = registry.get_active_version(model_type)
     if version is None:
         raise InvalidFieldError("model_type", model_type, "a model type with an active version")

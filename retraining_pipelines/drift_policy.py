@@ -38,17 +38,17 @@ from typing import Any
 
 import dagster as dg
 
+from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
-from retraining_pipelines.datastore import DAY, PlantDataStore, Window, parse_time_range
+from retraining_pipelines.datastore import DAY, PlantDataStore, Window
 from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
-from retraining_pipelines.errors import InsufficientSamplesError
+from retraining_pipelines.errors import InsufficientSamplesError, ModelIntegrityError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
-from retraining_pipelines.runs import sweep
+from retraining_pipelines.runs import IN_FLIGHT, PARTITION_TAG, sweep
 from retraining_pipelines.training import HOLDOUT_FRACTION
 
-PARTITION_TAG = "dagster/partition"
 DRIFT_COOLDOWN_ENV = "RETRAINING_DRIFT_COOLDOWN_HOURS"
 DEFAULT_COOLDOWN_H = 12.0
 #: The shortest window a retry learns from.
@@ -61,8 +61,6 @@ UNRESOLVED_AFTER = 3
 ATTEMPT_TAG = "retraining/drift_attempt"
 #: A run that learned "as of" another moment (a replay of the past) counts from then for the cool-down.
 AS_OF_TAG = "retraining/as_of"
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
 
 
 @dataclass
@@ -111,7 +109,7 @@ def cooldown() -> timedelta:
 def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, store: PlantDataStore,
                        end: datetime) -> str:
     """The window a drift retrain learns from (see the module docstring)."""
-    job_days = parse_time_range(job.time_range) // DAY
+    job_days = validation.time_range(job.time_range) // DAY
     if metrics.change_days_ago is not None:
         # the rows since the change, stretched so the hold-out (the newest 20 %) is not all of them
         days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
@@ -150,7 +148,12 @@ def evaluate_drift_jobs(
         if busy:
             result.skipped[model_type] = busy
             continue
-        metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now, with_features=with_features)
+        try:
+            metrics = detector.check_logged(model_type, window, job.drift_threshold, end=now,
+                                            with_features=with_features)
+        except ModelIntegrityError as err:  # one model's damaged files must not blind the others
+            result.skipped[model_type] = f"cannot check drift: {err}"
+            continue
         result.measurements[model_type] = metrics
         follow_up = _follow_up(result.cursor.get(model_type), job, registry, store, now)
         if follow_up is not None and not metrics.requires_retraining:
@@ -199,7 +202,7 @@ def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegis
     if record.trigger != "drift" or (record.train_start_ts or 0) >= last["change_ts"] or since_request < FOLLOW_UP_S:
         return None
     days = math.ceil((now.timestamp() - last["change_ts"]) / DAY / (1 - HOLDOUT_FRACTION))
-    days = min(parse_time_range(job.time_range) // DAY, max(MIN_RETRAIN_DAYS, days))
+    days = min(validation.time_range(job.time_range) // DAY, max(MIN_RETRAIN_DAYS, days))
     if store.count_samples(job.model_type, f"last_{days}d", now) < job.min_samples:
         return None
     return f"last_{days}d"

@@ -49,3 +49,22 @@ class RegistryError(RetrainingError):
 
 class RetrainingSkipped(RetrainingError):
     """Retraining was not needed (no drift) and was not forced; nothing was run."""
+
+
+class StorageError(RetrainingError):
+    """A store the service keeps its state in cannot be opened or written; names the path or URL."""
+
+    def __init__(self, what: str, where: object, cause: BaseException) -> None:
+        self.what, self.where = what, where
+        detail = getattr(cause, "orig", None) or cause  # SQLAlchemy wraps the driver's error
+        super().__init__(f"Cannot use the {what} at {where}: {type(detail).__name__}: {detail}. "
+                         "Check that the path exists, is writable and has free space.")
+
+
+class RetrainInProgress(RetrainingError):
+    """A retrain of this model type is already queued or running; a second would only race it."""
+
+    def __init__(self, model_type: str, run_id: str) -> None:
+        self.model_type, self.run_id = model_type, run_id
+        super().__init__(f"A retrain of {model_type} is already queued or running (run {run_id}); wait for it, "
+                         f"or follow it at /api/v1/ai/retraining/runs/{run_id}.")

@@ -10,7 +10,7 @@ a real grow room. Drift scenarios switch on from a date to prove drift-triggered
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from retraining_pipelines import validation
+from retraining_pipelines.catalog import CLIMATE_ACTIONS, DISEASE_TYPES
 from retraining_pipelines.crops import CROPS, STAGE_INDEX, STAGES, CropProfile, vpd_kpa
 from retraining_pipelines.errors import InvalidFieldError
 
@@ -33,15 +35,12 @@ DRIFT_KINDS: dict[str, str] = {
 }
 HOUR = 3600
 DAY = 86400
-CLIMATE_ACTIONS = ("none", "heat", "cool", "humidify", "dehumidify", "ventilate")
-DISEASE_TYPES = (
-    "healthy",
-    "fungal",
-    "bacterial",
-    "pest",
-    "nutrient_deficiency",
-    "environmental_stress",
-)
+#: Bounds of a generated world: two years, a hundred units, and at most this many unit-days in
+#: total (a unit-day is ~288 readings; 20,000 of them is about 1 GB while generating).
+MAX_DAYS = 730
+MAX_UNITS = 100
+MAX_UNIT_DAYS = 20_000
+MAX_DRIFT_MAGNITUDE = 10.0
 _STAGE_GROWTH_CM = {"germination": 0.1, "seedling": 0.4, "vegetative": 1.2, "flowering": 0.9,
                     "fruit_development": 0.6, "harvest": 0.3}
 
@@ -57,6 +56,8 @@ class DriftScenario:
     def __post_init__(self) -> None:
         if self.kind not in DRIFT_KINDS:
             raise InvalidFieldError("drift kind", self.kind, DRIFT_KINDS)
+        validation.aware_datetime("drift start", self.start)
+        validation.number("drift_magnitude", self.magnitude, 0.0, MAX_DRIFT_MAGNITUDE, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,20 @@ class GeneratorConfig:
     #: Simulate the seasons as if `end` fell on this date (default: `end` itself). Pins the
     #: season, so the same scenario behaves the same whatever month it is generated in.
     season_of: datetime | None = None
+
+    def __post_init__(self) -> None:
+        """A world too big to hold in memory is refused before a byte is generated."""
+        validation.aware_datetime("end", self.end)
+        validation.whole("days", self.days, 1, MAX_DAYS)
+        validation.whole("units", self.units, 1, MAX_UNITS)
+        if self.days * self.units > MAX_UNIT_DAYS:
+            raise InvalidFieldError("days x units", f"{self.days} x {self.units}",
+                                    f"at most {MAX_UNIT_DAYS} unit-days (about 1 GB of readings)")
+        validation.whole("plants_per_unit", self.plants_per_unit, 1, 20)
+        validation.whole("seed", self.seed, 0, 2**32 - 1)
+        validation.whole("step_minutes", self.step_minutes, 1, 60)
+        validation.number("missing_share", self.missing_share, 0.0, 0.5)
+        validation.number("spike_share", self.spike_share, 0.0, 0.5)
 
     @property
     def end_ts(self) -> int:
@@ -118,9 +133,13 @@ def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None
                 drift_days_ago: float = 10, drift_magnitude: float = 1.0) -> GeneratorConfig:
     """The data the run command seeds on first start: half a year up to now, optionally drifting."""
     end = datetime.now(UTC)
+    config = GeneratorConfig(end=end, days=days, units=units)
+    if drift is None:
+        return config
+    validation.number("drift_days_ago", drift_days_ago, 0.0, float(days),
+                      allowed=f"a number of days from 0 to days ({days})")
     start = end - timedelta(days=drift_days_ago)
-    scenarios = (DriftScenario(drift, start, drift_magnitude),) if drift else ()
-    return GeneratorConfig(end=end, days=days, units=units, drift=scenarios)
+    return replace(config, drift=(DriftScenario(drift, start, drift_magnitude),))
 
 
 def generate(config: GeneratorConfig) -> PlantData:

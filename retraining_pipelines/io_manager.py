@@ -63,7 +63,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         )
         context.add_output_metadata({
             "version": record.version,
-            "status": record.status.value,
+            # a materialization is a snapshot: the gate decides later, in validation_metrics
+            "registered_as": f"{record.status.value} (validation_metrics decides whether it is served)",
             "path": dg.MetadataValue.path(str(record.path)),
             "sha256": record.sha256,
             "size_bytes": dg.MetadataValue.int(record.size_bytes),

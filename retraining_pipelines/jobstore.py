@@ -8,7 +8,6 @@ one record of every run, not two that can disagree.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,17 +15,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.datastore import check_min_samples, parse_time_range
-from retraining_pipelines.errors import InvalidFieldError
+from retraining_pipelines.errors import InvalidFieldError, StorageError
 from retraining_pipelines.settings import dagster_home
 
 SCHEDULE_TYPES = ("daily", "weekly", "monthly", "on_drift")
 SCHEDULED = ("daily", "weekly", "monthly")
 DEFAULT_SCHEDULE_TIME = "03:00"  # off-peak, as the spec recommends for a Raspberry Pi
-_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 JOB_ID_TAG = "retraining/job_id"
 
 
@@ -74,54 +71,33 @@ def validate_job(
     timezone: str = "UTC",
     time_range: str = "last_90d",
 ) -> JobSpec:
-    """Check every field against the spec's rules; the first problem raises, naming the field."""
+    """Check every field against the spec's rules (`validation.py`); the first problem raises, naming the field."""
     spec = get_spec(model_type)
     if schedule_type not in SCHEDULE_TYPES:
         raise InvalidFieldError("schedule_type", schedule_type, SCHEDULE_TYPES)
-    _check_day(schedule_type, schedule_day)
+    if schedule_type == "weekly":
+        validation.schedule_day(schedule_day)
+    elif schedule_day is not None:
+        raise InvalidFieldError("schedule_day", schedule_day, f"nothing for {schedule_type} jobs (weekly only)")
     if schedule_type == "on_drift":
         if schedule_time is not None:
             raise InvalidFieldError("schedule_time", schedule_time, "nothing for on_drift jobs (they run on drift)")
-        _check_threshold(drift_threshold)
+        drift_threshold = validation.drift_threshold(drift_threshold)
     else:
         if drift_threshold is not None:
             raise InvalidFieldError("drift_threshold", drift_threshold, "nothing for scheduled jobs (on_drift only)")
-        schedule_time = schedule_time if schedule_time is not None else DEFAULT_SCHEDULE_TIME
-        if not isinstance(schedule_time, str) or not _TIME.match(schedule_time):
-            raise InvalidFieldError("schedule_time", schedule_time, "'HH:MM' from 00:00 to 23:59")
-    if min_samples is not None:
-        check_min_samples(min_samples)
-    _check_timezone(timezone)
-    parse_time_range(time_range)
+        schedule_time = validation.schedule_time(schedule_time if schedule_time is not None else DEFAULT_SCHEDULE_TIME)
     return JobSpec(
         model_type=model_type, schedule_type=schedule_type, schedule_day=schedule_day,
-        schedule_time=schedule_time if schedule_type != "on_drift" else None, timezone=timezone,
-        drift_threshold=float(drift_threshold) if drift_threshold is not None else None,
-        min_samples=min_samples if min_samples is not None else spec.min_samples, time_range=time_range,
+        schedule_time=schedule_time, timezone=validation.timezone(timezone), drift_threshold=drift_threshold,
+        min_samples=spec.min_samples if min_samples is None else validation.min_samples(min_samples),
+        time_range=_checked_range(time_range),
     )
 
 
-def _check_day(schedule_type: str, day: object) -> None:
-    if schedule_type == "weekly":
-        if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
-            raise InvalidFieldError("schedule_day", day, "0-6 for weekly jobs (0 = Monday, 6 = Sunday)")
-    elif day is not None:
-        raise InvalidFieldError("schedule_day", day, f"nothing for {schedule_type} jobs (weekly only)")
-
-
-def _check_threshold(threshold: object) -> None:
-    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
-    if not number or not 0 < threshold < 1:
-        raise InvalidFieldError(
-            "drift_threshold", threshold, "a number between 0 and 1 (exclusive): the relative accuracy drop"
-        )
-
-
-def _check_timezone(name: object) -> None:
-    try:
-        ZoneInfo(name)  # type: ignore[arg-type]
-    except (ZoneInfoNotFoundError, TypeError, ValueError):
-        raise InvalidFieldError("timezone", name, "an IANA time zone name, e.g. 'UTC' or 'Europe/Madrid'") from None
+def _checked_range(time_range: object) -> str:
+    validation.time_range(time_range)
+    return time_range  # type: ignore[return-value]
 
 
 #: After drift the recent past is what a model must learn, so the seeded safety nets retrain on it.
@@ -152,9 +128,12 @@ class JobStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else dagster_home() / "retraining_jobs.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as conn:
+                conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise StorageError("job store", self.path, err) from err
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -171,12 +150,14 @@ class JobStore:
             return _insert(conn, job)
 
     def remove(self, job_id: int) -> None:
+        validation.job_id(job_id)
         with self._connect() as conn:
             deleted = conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount
         if not deleted:
             raise InvalidFieldError("job_id", job_id, self._ids_text())
 
     def get(self, job_id: int) -> StoredJob:
+        validation.job_id(job_id)
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:

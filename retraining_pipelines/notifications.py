@@ -30,7 +30,7 @@ from pydantic import Field
 from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.promotion import RetrainingResult
-from retraining_pipelines.runs import settle_candidates
+from retraining_pipelines.runs import settle_candidates, step_failure_reason
 from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
@@ -229,10 +229,3 @@ def retrain_failure_notifier(context: dg.RunFailureSensorContext, notifier: Noti
          "error": error, "abandoned_versions": [v for m, v, _ in abandoned if m == model_type]},
         f"Retraining failed: {model_type} (run {run.run_id[:8]}): {error}",
     )
-
-
-def step_failure_reason(event: dg.DagsterEvent) -> str:
-    """A failed step's own words: the `Failure` description we raised, else the error message."""
-    data = event.step_failure_data
-    described = data.user_failure_data.description if data.user_failure_data else None
-    return f"{event.step_key}: {described or (data.error.message.strip() if data.error else 'failed')}"

@@ -194,9 +194,13 @@ def run_gate(
     else:
         decision = GateDecision(False, "the active version kept changing under parallel runs", None)
         registry.reject(spec.model_type, model.version, reason=decision.reason, **run)
+    old_metrics, improvement = comparison.champion, decision.improvement
+    if comparison.champion is None:  # a first version is compared with what the app had: no model at all
+        old_metrics = baseline
+        improvement = relative_improvement(baseline["accuracy"], candidate_full["accuracy"])
     result = RetrainingResult(
         model_type=spec.model_type, old_version=comparison.champion_version, new_version=model.version,
-        old_metrics=comparison.champion or {}, new_metrics=candidate_full, improvement=decision.improvement,
+        old_metrics=old_metrics, new_metrics=candidate_full, improvement=improvement,
         training_samples=model.training_samples, training_duration=model.training_duration,
         promoted=decision.promote, reason=decision.reason,
         active_version=registry.get_active_version(spec.model_type), warnings=list(decision.warnings), **run,
@@ -206,7 +210,12 @@ def run_gate(
 
 @dataclass
 class RetrainingResult:
-    """The spec's `RetrainingResult`, plus what happened at the gate and why."""
+    """The spec's `RetrainingResult`, plus what happened at the gate and why.
+
+    For a first version (`old_version` None) `old_metrics` are the naive baseline's (always the
+    commonest class, or the mean) and `improvement` is relative to it: what the app had before
+    any model. So the spec's `result.old_metrics['accuracy']` and `result.improvement` always work.
+    """
 
     model_type: str
     old_version: str | None

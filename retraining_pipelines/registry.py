@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -46,8 +47,9 @@ import pandas as pd
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
+from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError, StorageError
 from retraining_pipelines.versioning import BumpType, bump_for_retrain, bump_version, parse_version
 
 ARTIFACT = "model.joblib"
@@ -95,6 +97,33 @@ class ModelMetadata:
     schema_fingerprint: str | None = None  # default: the catalog's current one
     train_start_ts: int | None = None  # first training row (epoch s): what the model has seen
     train_end_ts: int | None = None  # last training row; rows after it are fair to judge it on
+    #: The version the caller expects (the spec passes it). The registry allocates numbers itself;
+    #: when another registration took this one first, registering refuses instead of renumbering.
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what the index cannot hold faithfully, before anything is written."""
+        get_spec(self.model_type)
+        names = self.feature_names
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+            raise InvalidFieldError("feature_names", names, "a list of non-empty column names")
+        validation.whole("training_samples", self.training_samples, 0, validation.MAX_ID)
+        validation.number("training_duration", self.training_duration, 0.0, 1e9)
+        metrics = self.performance_metrics
+        if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in metrics.items()
+        ):
+            raise InvalidFieldError("performance_metrics", metrics, "a dict of metric name -> finite number")
+        if not isinstance(self.hyperparameters, dict):
+            raise InvalidFieldError("hyperparameters", self.hyperparameters, "a dict of parameter -> value")
+        for name in ("train_start_ts", "train_end_ts"):
+            if getattr(self, name) is not None:
+                validation.whole(name, getattr(self, name), 0, validation.MAX_ID)
+        if self.version is not None:
+            parse_version(self.version)
+        if None not in (self.train_start_ts, self.train_end_ts) and self.train_start_ts > self.train_end_ts:
+            raise InvalidFieldError("train_end_ts", self.train_end_ts, f">= train_start_ts ({self.train_start_ts})")
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,8 @@ class ModelVersion:
     trigger: str
     train_start_ts: int | None = None
     train_end_ts: int | None = None
+    reference_sha256: str | None = None  # None: registered without a reference (or before checksums)
+    metadata_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -152,7 +183,7 @@ CREATE TABLE IF NOT EXISTS versions (
     training_duration REAL NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
     data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
     numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
-    train_start_ts INTEGER, train_end_ts INTEGER,
+    train_start_ts INTEGER, train_end_ts INTEGER, reference_sha256 TEXT, metadata_sha256 TEXT,
     PRIMARY KEY (model_type, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';
@@ -169,7 +200,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
 #: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
-_ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER"}
+_ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER", "reference_sha256": "TEXT",
+                  "metadata_sha256": "TEXT"}
 _NEWEST_FIRST = "major DESC, minor DESC, patch DESC"
 _ORDER = f"ORDER BY {_NEWEST_FIRST}"
 
@@ -188,6 +220,13 @@ def trigger_from_tags(tags: Mapping[str, str]) -> str:
     if tags.get(TRIGGER_TAG) in TRIGGERS:
         return tags[TRIGGER_TAG]
     return "backfill" if "dagster/backfill" in tags else "manual"
+
+
+def _event_reason(reason: object, trigger: object) -> str:
+    """Every status change is explained in the audit trail: a reason is required, and a known trigger."""
+    if trigger not in TRIGGERS:
+        raise InvalidFieldError("trigger", trigger, TRIGGERS)
+    return validation.text("reason", reason)
 
 
 def _now() -> str:
@@ -213,10 +252,16 @@ class ModelRegistry:
     """A registry directory. Cheap to construct; every call opens its own SQLite connection."""
 
     def __init__(self, root: str | os.PathLike[str], keep_archived: int = DEFAULT_KEEP_ARCHIVED) -> None:
-        if not isinstance(keep_archived, int) or keep_archived < 0:
-            raise InvalidFieldError("keep_archived", keep_archived, "a whole number >= 0")
-        self.root = Path(root)
-        self.keep_archived = keep_archived
+        self.keep_archived = validation.whole("keep_archived", keep_archived, 0, 10**6)
+        self.root = validation.directory("root", root)
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as err:
+            raise StorageError("model registry", self.root, err) from err
+        self._clear_stale_staging()
+
+    def _open(self) -> None:
+        """Create the directory and the index (or bring an older index's schema up to date)."""
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
@@ -228,7 +273,6 @@ class ModelRegistry:
                     except sqlite3.OperationalError as err:  # another process migrated it first
                         if "duplicate column" not in str(err):
                             raise
-        self._clear_stale_staging()
 
     # ------------------------------------------------------------------ connections
     @contextmanager
@@ -275,23 +319,28 @@ class ModelRegistry:
         gate (or an explicit `set_model_status`) makes one ACTIVE.
         """
         spec = get_spec(model_type)
+        if not isinstance(metadata, ModelMetadata):
+            raise InvalidFieldError("metadata", type(metadata).__name__, "a ModelMetadata")
         if metadata.model_type != model_type:
             raise InvalidFieldError("metadata.model_type", metadata.model_type, f"{model_type!r}, as registered")
         if status not in (ModelStatus.CANDIDATE, ModelStatus.ARCHIVED):
             raise InvalidFieldError("status", status, "candidate or archived (promote to activate)")
         if metadata.trigger not in TRIGGERS:
             raise InvalidFieldError("trigger", metadata.trigger, TRIGGERS)
+        if bump is not None and bump not in ("major", "minor", "patch"):
+            raise InvalidFieldError("bump", bump, ("major", "minor", "patch"))
         schema = metadata.schema_fingerprint or spec.schema_fingerprint
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer)
+        files = {ARTIFACT: buffer.getvalue()}
+        if reference is not None:
+            files[REFERENCE] = reference.to_csv(index=False).encode()
         staging = self.root / STAGING / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
-            buffer = io.BytesIO()
-            joblib.dump(model, buffer)
-            payload = buffer.getvalue()
-            _write_synced(staging / ARTIFACT, payload)
-            if reference is not None:
-                _write_synced(staging / REFERENCE, reference.to_csv(index=False).encode())
-            record = self._commit_version(model_type, staging, payload, metadata, schema, bump, status)
+            for name, data in files.items():
+                _write_synced(staging / name, data)
+            record = self._commit_version(model_type, staging, files, metadata, schema, bump, status)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return record
@@ -300,13 +349,19 @@ class ModelRegistry:
         self,
         model_type: str,
         staging: Path,
-        payload: bytes,
+        files: dict[str, bytes],
         meta: ModelMetadata,
         schema: str,
         bump: BumpType | None,
         status: ModelStatus,
     ) -> ModelVersion:
-        """Allocate the number, move the files into place and index them: one transaction."""
+        """Allocate the number, index the version and move its files into place: one transaction.
+
+        The row is inserted before the rename, so a row the database refuses leaves no directory
+        behind; a crash after the rename but before COMMIT leaves a directory without a row, which
+        is invisible and cleared when the number is next allocated.
+        """
+        payload = files[ARTIFACT]
         with self._transaction() as conn:
             latest = conn.execute(
                 f"SELECT version, schema_fingerprint FROM versions WHERE model_type = ? {_ORDER} LIMIT 1",
@@ -314,6 +369,9 @@ class ModelRegistry:
             ).fetchone()
             previous = latest["version"] if latest else None
             version = bump_version(previous, bump or bump_for_retrain(latest and latest["schema_fingerprint"], schema))
+            if meta.version is not None and meta.version != version:
+                raise RegistryError(f"{model_type}: the metadata expects v{meta.version}, but the next version is "
+                                    f"v{version} (latest registered: {previous}); nothing was registered.")
             final = self.root / model_type / version
             if final.exists():  # left by a crash between rename and commit: never indexed, never seen
                 shutil.rmtree(final)
@@ -328,11 +386,10 @@ class ModelRegistry:
                 "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
                 "run_id": meta.run_id, "trigger": meta.trigger,
                 "train_start_ts": meta.train_start_ts, "train_end_ts": meta.train_end_ts,
+                "reference_sha256": hashlib.sha256(files[REFERENCE]).hexdigest() if REFERENCE in files else None,
             }
-            _write_synced(staging / METADATA, json.dumps(row, indent=2).encode())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
-            _fsync_dir(final.parent)
+            described = json.dumps(row, indent=2).encode()
+            row["metadata_sha256"] = hashlib.sha256(described).hexdigest()
             major, minor, patch = parse_version(version)
             conn.execute(
                 f"INSERT INTO versions ({', '.join(row)}, major, minor, patch) "
@@ -341,6 +398,10 @@ class ModelRegistry:
             )
             self._audit(conn, model_type, "registered", previous, version, "new version registered",
                         meta.trigger, meta.run_id)
+            _write_synced(staging / METADATA, described)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+            _fsync_dir(final.parent)
         return self.get_version(model_type, version)
 
     # ------------------------------------------------------------------ queries
@@ -356,6 +417,7 @@ class ModelRegistry:
             sklearn_version=row["sklearn_version"], numpy_version=row["numpy_version"],
             run_id=row["run_id"], trigger=row["trigger"],
             train_start_ts=row["train_start_ts"], train_end_ts=row["train_end_ts"],
+            reference_sha256=row["reference_sha256"], metadata_sha256=row["metadata_sha256"],
         )
 
     def list_versions(self, model_type: str | None = None) -> list[ModelVersion]:
@@ -462,13 +524,50 @@ class ModelRegistry:
         return payload
 
     def load_reference(self, model_type: str, version: str) -> pd.DataFrame | None:
-        """The training-input sample stored with a version (None when it was registered without one)."""
-        path = self.get_version(model_type, version).path.with_name(REFERENCE)
-        return pd.read_csv(path) if path.exists() else None
+        """The training-input sample stored with a version (None when it was registered without one).
+
+        Verified like the model: a changed, truncated or garbage file is refused, never parsed.
+        """
+        record = self.get_version(model_type, version)
+        path = record.path.with_name(REFERENCE)
+        if record.reference_sha256 is None and not path.exists():
+            return None
+        data = self._checked_file(record, path, record.reference_sha256)
+        try:
+            return pd.read_csv(io.BytesIO(data))
+        except (UnicodeDecodeError, ValueError) as err:  # pandas' ParserError is a ValueError
+            raise ModelIntegrityError(f"{model_type} v{version}: {path} is not a readable CSV ({err}).") from None
+
+    def _checked_file(self, record: ModelVersion, path: Path, sha256: str | None) -> bytes:
+        """A file beside the model, only if its bytes are the ones recorded (None: recorded before checksums)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"{record.model_type} v{record.version}: {path} is missing.") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise ModelIntegrityError(
+                f"{record.model_type} v{record.version}: {path} does not match the registry's checksum; refusing "
+                "to read a changed or truncated file."
+            )
+        return data
+
+    def load_metadata(self, model_type: str, version: str) -> dict[str, Any]:
+        """The version's `metadata.json`, checked against the index's checksum."""
+        record = self.get_version(model_type, version)
+        data = self._checked_file(record, record.path.with_name(METADATA), record.metadata_sha256)
+        try:
+            return json.loads(data)
+        except ValueError as err:
+            raise ModelIntegrityError(f"{model_type} v{version}: metadata.json is not JSON ({err}).") from None
 
     def verify(self, model_type: str, version: str) -> ModelVersion:
-        """Check a version's file against its checksum and that it unpickles; returns its record."""
-        return self.load_version(model_type, version)[1]
+        """Check every file of a version against its checksum and that the model unpickles; returns its record."""
+        record = self.load_version(model_type, version)[1]
+        if record.metadata_sha256 is not None:
+            self.load_metadata(model_type, version)
+        if record.reference_sha256 is not None:
+            self.load_reference(model_type, version)
+        return record
 
     # ------------------------------------------------------------------ status changes
     def set_model_status(
@@ -489,6 +588,7 @@ class ModelRegistry:
         use `rollback` or activate another version. ARCHIVED means "served before", so only such
         versions may be archived.
         """
+        reason = _event_reason(reason, trigger)
         settable = [s.value for s in ModelStatus if s != ModelStatus.PURGED]
         if status not in settable:
             raise InvalidFieldError("status", status, settable)
@@ -498,17 +598,39 @@ class ModelRegistry:
             self._require_served(record, "activated by hand")
             self._activate(record, "activated", reason, trigger, run_id)
             return
+        if record.status == ModelStatus.ACTIVE and status == ModelStatus.ARCHIVED:
+            self._hand_over(record, reason, trigger, run_id)
+            return
         if record.status == ModelStatus.ACTIVE:
             raise RegistryError(
                 f"{model_type} v{version} is the active version; activate another version or call "
                 f"rollback() instead of setting it to {status.value} (one version must stay active)."
             )
+        if status == ModelStatus.ARCHIVED and record.status in (ModelStatus.REJECTED, ModelStatus.ABANDONED):
+            return  # already out of service, and never served: it must not become a rollback target
         if status == ModelStatus.ARCHIVED:
             self._require_served(record, "archived")
         with self._transaction() as conn:
             conn.execute("UPDATE versions SET status = ? WHERE model_type = ? AND version = ?",
                          (status.value, model_type, version))
             self._audit(conn, model_type, f"set_{status.value}", record.status.value, version, reason, trigger, run_id)
+
+    def _hand_over(self, record: ModelVersion, reason: str, trigger: str, run_id: str | None) -> None:
+        """Archive the active version by restoring the previous served one in the same transaction.
+
+        This is the spec's rollback recipe (archive the current version, then activate the old
+        one) done as one step, so there is an active version at every instant; the recipe's second
+        call, activating the old version, then finds it active and changes nothing.
+        """
+        target = self.get_previous_version(record.model_type, record.version)
+        if target is None:
+            raise RegistryError(
+                f"{record.model_type} v{record.version} is the active version and no earlier served version "
+                "exists to take over; it stays active (one version must be active at every instant)."
+            )
+        self.verify(record.model_type, target)
+        self._activate(self.get_version(record.model_type, target), "rolled_back", reason, trigger, run_id,
+                       if_active_is=(record.version,))
 
     def was_served(self, model_type: str, version: str) -> bool:
         """Whether the version was ever active (promoted by the gate, or restored after that)."""
@@ -538,6 +660,7 @@ class ModelRegistry:
         version since the gate judged against it, nothing changes and `ActiveVersionChanged` is
         raised so the gate can judge again against the new one.
         """
+        reason = _event_reason(reason, trigger)
         record = self.get_version(model_type, version)
         if record.status != ModelStatus.CANDIDATE:
             self._require_served(record, "promoted")
@@ -549,6 +672,7 @@ class ModelRegistry:
 
         Rejecting an already rejected version is a no-op, so re-running the gate from the UI is safe.
         """
+        reason = _event_reason(reason, trigger)
         record = self.get_version(model_type, version)
         if record.status == ModelStatus.REJECTED:
             return
@@ -567,6 +691,7 @@ class ModelRegistry:
         Returns False (changing nothing) when the version is no longer a candidate - the gate got
         there first.
         """
+        reason = _event_reason(reason, "manual")
         with self._transaction() as conn:
             updated = conn.execute(
                 "UPDATE versions SET status = 'abandoned' "
@@ -609,6 +734,9 @@ class ModelRegistry:
         The target is checked to load and match its checksum before the swap, so a rollback can
         never leave a broken model active.
         """
+        reason = _event_reason(reason, trigger)
+        if to_version is not None:
+            parse_version(to_version, "to_version")
         current = self.get_active_version(model_type)
         if current is None:
             raise RegistryError(f"Nothing to roll back: {model_type} has no active version.")

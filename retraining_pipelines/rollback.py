@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from retraining_pipelines.assets import require_recorded_instance
 from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.errors import RetrainingError
 from retraining_pipelines.io_manager import ModelRegistryResource
@@ -20,6 +21,7 @@ class RollbackConfig(dg.Config):
 def rollback_model(
     context: dg.OpExecutionContext, config: RollbackConfig, model_registry: ModelRegistryResource, notifier: Notifier
 ) -> dg.Output[dict]:
+    require_recorded_instance(context.instance)
     run = {"trigger": trigger_from_tags(context.run.tags), "run_id": context.run.run_id}
     try:
         old, new = model_registry.get().rollback(config.model_type, config.to_version, reason=config.reason, **run)

@@ -1,4 +1,9 @@
-"""Run health: no run stays STARTED after its process died, no candidate outlives its run.
+"""Retrain runs: what each one did, and run health (no run stays STARTED after its process died,
+no candidate outlives its run).
+
+`describe_run` reads a retrain's outcome from Dagster's own records (the run's status, its
+`validation_metrics` result, the root cause of a failed step): one record of every run, shared
+by the Python API, the CLI and the REST API.
 
 Dagster's run monitoring (enabled in `dagster_home/dagster.yaml`) fails runs that never start and
 runs past `max_runtime_seconds`, but the default run launcher cannot tell whether a STARTED run's
@@ -18,15 +23,21 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.registry import ORPHAN_CANDIDATE_AGE_S, ModelRegistry
+from retraining_pipelines.registry import ORPHAN_CANDIDATE_AGE_S, ModelRegistry, trigger_from_tags
 
+PARTITION_TAG = "dagster/partition"  # our partitions are model types
+RETRAIN_JOB = "retrain_model_job"
+#: A run in one of these states is queued or running: a second retrain of its model would race it.
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
 PID_TAG = "retraining/pid"
 HOST_TAG = "retraining/host"
 PROCESS_START_TAG = "retraining/process_start"
@@ -145,3 +156,79 @@ def run_health_sensor(context: dg.SensorEvaluationContext, model_registry: Model
         context.log.warning(f"{model_type} v{version} abandoned: {reason}")
     return dg.SkipReason(f"{len(report.reaped_runs)} dead run(s) marked failed, "
                          f"{len(report.abandoned)} candidate(s) abandoned")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One retrain run as a user asks after it: where it stands and how it ended."""
+
+    run_id: str
+    model_type: str | None
+    status: str  # Dagster's run status, e.g. QUEUED, STARTED, SUCCESS, FAILURE
+    trigger: str
+    created_at: str
+    outcome: str | None  # promoted / rejected once SUCCESS; failed once FAILURE or CANCELED
+    result: dict[str, Any] | None = None  # the RetrainingResult, once the gate decided
+    error: str | None = None  # the root cause of a failed run
+
+    @property
+    def done(self) -> bool:
+        return self.status in {s.value for s in ENDED_STATUSES}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def active_retrains(instance: dg.DagsterInstance, model_type: str) -> list[str]:
+    """Run ids of retrains of `model_type` that are queued or running."""
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: model_type}, statuses=IN_FLIGHT), limit=5)
+    return [run.run_id for run in runs]
+
+
+def describe_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunReport:
+    """The report of a retrain run, from the instance's event log."""
+    result, error = None, None
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        result = _gate_result(instance, run.run_id)
+    elif run.status in ENDED_STATUSES:
+        failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        reasons = [step_failure_reason(e.dagster_event) for e in failures if e.dagster_event]
+        error = "; ".join(reasons) or f"the run ended {run.status.value.lower()}"
+    outcome = None
+    if result is not None:
+        outcome = "promoted" if result.get("promoted") else "rejected"
+    elif run.status in ENDED_STATUSES:
+        outcome = "failed"
+    record = instance.get_run_record_by_id(run.run_id)
+    created = record.create_timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if record else ""
+    return RunReport(run_id=run.run_id, model_type=run.tags.get(PARTITION_TAG), status=run.status.value,
+                     trigger=trigger_from_tags(run.tags), created_at=created, outcome=outcome, result=result,
+                     error=error)
+
+
+def _gate_result(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | None:
+    """The RetrainingResult the run's `validation_metrics` recorded (None if the gate never ran)."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization and materialization.asset_key == dg.AssetKey("validation_metrics"):
+            value = materialization.metadata.get("result")
+            return dict(value.value) if value is not None else None
+    return None
+
+
+def step_failure_reason(event: dg.DagsterEvent) -> str:
+    """A failed step's own words: the `Failure` description we raised, else the root cause.
+
+    Dagster wraps an unexpected exception in "Error occurred while executing op ...", which names
+    the step but not the problem; the first cause past Dagster's wrappers (e.g. `KeyError: 'durian'`) is what a
+    grower needs in the run's error, the notification and the CLI answer.
+    """
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return f"{event.step_key}: {data.user_failure_data.description}"
+    error = data.error
+    if error is None:
+        return f"{event.step_key}: failed"
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):  # unwrap Dagster's wrappers
+        error = error.cause
+    return f"{event.step_key}: {error.message.strip()}"

@@ -11,42 +11,50 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+import sqlalchemy
 
+from retraining_pipelines import validation, webserver
 from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.code_location import build_definitions, default_resources
-from retraining_pipelines.datastore import PlantDataStore, check_min_samples, parse_time_range
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
 from retraining_pipelines.drift_policy import drift_jobs_by_model, evaluate_drift_jobs
-from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError, RetrainingSkipped
+from retraining_pipelines.errors import (
+    InsufficientSamplesError,
+    InvalidFieldError,
+    RetrainingError,
+    RetrainingSkipped,
+    RetrainInProgress,
+    StorageError,
+)
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
-from retraining_pipelines.notifications import Notifier, rolled_back_event, step_failure_reason
+from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.promotion import RetrainingResult
 from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS
-from retraining_pipelines.runs import settle_candidates, sweep, worker_tags
+from retraining_pipelines.runs import (
+    PARTITION_TAG,
+    RETRAIN_JOB,
+    RunReport,
+    active_retrains,
+    describe_run,
+    settle_candidates,
+    step_failure_reason,
+    sweep,
+    worker_tags,
+)
 from retraining_pipelines.schedules import next_run, previous_run
 from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
-LOCATION_NAME = "retraining_pipelines"
 #: What `check_and_execute_jobs` remembers between calls (the drift sensor keeps its own cursor).
 DRIFT_CURSOR = "service_drift_cursor.json"
-WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
-_RELOAD = """mutation Reload($name: String!) {
-  reloadRepositoryLocation(repositoryLocationName: $name) {
-    __typename
-    ... on WorkspaceLocationEntry { name }
-    ... on PythonError { message }
-  }
-}"""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,11 @@ class RetrainingJob:
     time_range: str
     last_outcome: str | None = None
     last_run_id: str | None = None
+
+    @property
+    def drift_threshold(self) -> float | None:
+        """An on_drift job's threshold (None for scheduled jobs), as the spec's examples read it."""
+        return self.schedule_config.get("drift_threshold")
 
     def to_dict(self) -> dict[str, Any]:
         """The spec's JSON shape (times as ISO 8601 UTC with `Z`)."""
@@ -103,7 +116,7 @@ class AutomatedRetrainingService:
         self.model_registry = model_registry or ModelRegistryResource()
         self.notifier = notifier or Notifier()
         self.jobs = job_store or JobStore()
-        self.webserver_url = webserver_url or os.environ.get(WEBSERVER_URL_ENV)
+        self.webserver_url = webserver_url or os.environ.get(webserver.WEBSERVER_URL_ENV)
         self._instance = instance
 
     # ------------------------------------------------------------------ wiring
@@ -111,7 +124,10 @@ class AutomatedRetrainingService:
     def instance(self) -> dg.DagsterInstance:
         if self._instance is None:
             home = os.environ.get("DAGSTER_HOME") or str(dagster_home())
-            self._instance = dg.DagsterInstance.from_config(home)
+            try:
+                self._instance = dg.DagsterInstance.from_config(home)
+            except (OSError, dg.DagsterError, sqlalchemy.exc.SQLAlchemyError) as err:
+                raise StorageError("Dagster instance", home, err) from err
         return self._instance
 
     @property
@@ -144,13 +160,13 @@ class AutomatedRetrainingService:
         return job_id
 
     def remove_job(self, job_id: int) -> None:
-        if not isinstance(job_id, int) or isinstance(job_id, bool):
-            raise InvalidFieldError("job_id", job_id, "an integer job id")
         self.jobs.remove(job_id)
         self.reload_code_location()
 
     def get_retraining_schedule(self, now: datetime | None = None) -> list[RetrainingJob]:
         """Every job with its last run (from Dagster's run history) and next run (from the cron rule)."""
+        if now is not None:
+            validation.aware_datetime("now", now)
         return [self._describe(job, now) for job in self.jobs.list()]
 
     def _describe(self, job: StoredJob, now: datetime | None) -> RetrainingJob:
@@ -180,16 +196,11 @@ class AutomatedRetrainingService:
         """
         if not self.webserver_url:
             return False
-        body = json.dumps({"query": _RELOAD, "variables": {"name": LOCATION_NAME}}).encode()
-        request = urllib.request.Request(f"{self.webserver_url.rstrip('/')}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                answer = json.load(response)["data"]["reloadRepositoryLocation"]
-        except (urllib.error.URLError, TimeoutError, OSError, KeyError, ValueError) as err:
-            logger.warning("could not reload code location at %s: %s", self.webserver_url, err)
+            return webserver.reload_location(self.webserver_url)
+        except RetrainingError as err:
+            logger.warning("could not reload code location: %s", err)
             return False
-        return answer.get("__typename") == "WorkspaceLocationEntry"
 
     # ------------------------------------------------------------------ retraining
     def retrain_model(
@@ -206,11 +217,38 @@ class AutomatedRetrainingService:
         Raises RetrainingSkipped (no drift), InsufficientSamplesError (too little data: nothing is
         run) or RetrainingError (the run failed; the active model is untouched).
         """
+        run_config = self._prepare_retrain(model_type, force, min_samples, time_range, trigger)
+        run = self._execute(model_type, run_config, {TRIGGER_TAG: trigger, **(tags or {})})
+        return RetrainingResult(**run.asset_value("validation_metrics"))
+
+    def submit_retrain(self, model_type: str, force: bool = False, min_samples: int | None = None,
+                       time_range: str = "last_90d") -> str:
+        """Queue a retrain on the instance (through the webserver, as the UI does); returns its run id.
+
+        The same checks as `retrain_model` run first, plus one: a retrain of this model type already
+        queued or running raises `RetrainInProgress` with its run id. Queued runs obey the instance's
+        limits (one per model type, two at once) and show in the UI like any other.
+        """
+        get_spec(model_type)
+        busy = active_retrains(self.instance, model_type)
+        if busy:
+            raise RetrainInProgress(model_type, busy[0])
+        run_config = self._prepare_retrain(model_type, force, min_samples, time_range, "manual")
+        if not self.webserver_url:
+            raise webserver.WebserverUnavailable(f"Queuing a retrain needs the Dagster webserver: set "
+                                                 f"{webserver.WEBSERVER_URL_ENV} or start scripts/run.")
+        return webserver.launch_run(self.webserver_url, RETRAIN_JOB, run_config,
+                                    {PARTITION_TAG: model_type, TRIGGER_TAG: "manual"})
+
+    def _prepare_retrain(self, model_type: str, force: bool, min_samples: int | None, time_range: str,
+                         trigger: str) -> dict[str, Any]:
+        """Every check a retrain needs before anything runs; returns its run config."""
         spec = get_spec(model_type)
+        validation.flag("force", force)
         if trigger not in TRIGGERS:
             raise InvalidFieldError("trigger", trigger, TRIGGERS)
-        required = spec.min_samples if min_samples is None else check_min_samples(min_samples)
-        parse_time_range(time_range)
+        required = spec.min_samples if min_samples is None else validation.min_samples(min_samples)
+        validation.time_range(time_range)
         if not force:
             watching = drift_jobs_by_model(self.jobs.list("on_drift")).get(model_type)
             metrics = self.check_drift(model_type, threshold=watching.drift_threshold if watching else None)
@@ -220,9 +258,24 @@ class AutomatedRetrainingService:
         available = self.plant_store.count_samples(model_type, time_range)
         if available < required:
             raise InsufficientSamplesError(model_type, available, required, time_range)
-        run_config = samples_run_config(time_range, required)
-        run = self._execute(spec.model_type, run_config, {TRIGGER_TAG: trigger, **(tags or {})})
-        return RetrainingResult(**run.asset_value("validation_metrics"))
+        return samples_run_config(time_range, required)
+
+    def run_report(self, run_id: str) -> RunReport:
+        """Where a retrain run stands and, once it ended, how (promoted / rejected / failed and why)."""
+        validation.text("run_id", run_id, max_chars=64)
+        run = self.instance.get_run_by_id(run_id)
+        if run is None or run.job_name != RETRAIN_JOB:
+            raise InvalidFieldError("run_id", run_id, "the id of a retrain_model_job run")
+        return describe_run(self.instance, run)
+
+    def history(self, model_type: str | None = None, limit: int = 20) -> list[RunReport]:
+        """The latest retrain runs (newest first), with their outcomes."""
+        if model_type is not None:
+            get_spec(model_type)
+        validation.whole("limit", limit, 1, 1000)
+        tags = {PARTITION_TAG: model_type} if model_type else {}
+        runs = self.instance.get_runs(dg.RunsFilter(job_name=RETRAIN_JOB, tags=tags), limit=limit)
+        return [describe_run(self.instance, run) for run in runs]
 
     def _execute(self, model_type: str, run_config: dict[str, Any], tags: dict[str, str]) -> dg.ExecuteInProcessResult:
         """Run a retrain in this process, recorded in the instance; a failed run leaves no candidate."""
@@ -246,7 +299,7 @@ class AutomatedRetrainingService:
         For deployments without the Dagster daemon (a cron entry can call this) and for tests.
         A scheduled job is due when a fire time has passed since its last run (or its creation).
         """
-        now = now or datetime.now(UTC)
+        now = datetime.now(UTC) if now is None else validation.aware_datetime("now", now)
         done = [self._run_if_due(job, now) for job in self.jobs.list() if job.schedule_type in SCHEDULED]
         cursor_file = dagster_home() / DRIFT_CURSOR
         cursor = json.loads(cursor_file.read_text()) if cursor_file.exists() else None
@@ -274,6 +327,41 @@ class AutomatedRetrainingService:
         except InsufficientSamplesError as err:
             return JobExecution(job.job_id, job.model_type, "scheduled", skipped=str(err))
         return JobExecution(job.job_id, job.model_type, "scheduled", result=result)
+
+    # ------------------------------------------------------------------ models and health
+    def model_summary(self, model_type: str) -> dict[str, Any]:
+        """What is served for a model type: its active version and that version's validation metrics."""
+        versions = self.registry.list_versions(model_type)
+        active = next((v for v in versions if v.status.value == "active"), None)
+        return {"model_type": model_type, "active_version": active.version if active else None,
+                "metrics": active.metrics if active else None, "versions": len(versions)}
+
+    def model_details(self, model_type: str) -> dict[str, Any]:
+        """Every version of a model type (newest first) and its audit trail (oldest first)."""
+        versions = self.registry.list_versions(model_type)
+        return {**self.model_summary(model_type), "versions": [v.to_dict() for v in versions],
+                "audit_trail": [asdict(e) for e in self.registry.audit_trail(model_type)]}
+
+    def health(self) -> dict[str, Any]:
+        """Whether each store answers, and the webserver that queues runs; `ok` only if all do."""
+        checks: dict[str, str] = {}
+        probes = {"plant_database": self.plant_store.is_empty, "model_registry": self.registry.candidates,
+                  "job_store": self.jobs.list, "dagster_instance": lambda: self.instance.get_runs(limit=1)}
+        for name, probe in probes.items():
+            try:
+                probe()
+                checks[name] = "ok"
+            except RetrainingError as err:
+                checks[name] = str(err)
+        if not self.webserver_url:
+            checks["webserver"] = f"not configured ({webserver.WEBSERVER_URL_ENV})"
+        else:
+            try:
+                webserver.graphql(self.webserver_url, "{ version }")
+                checks["webserver"] = "ok"
+            except RetrainingError as err:
+                checks["webserver"] = str(err)
+        return {"status": "ok" if all(v == "ok" for v in checks.values()) else "degraded", "checks": checks}
 
     # ------------------------------------------------------------------ rollback
     def rollback(self, model_type: str, to_version: str | None = None,

@@ -14,14 +14,14 @@ from retraining_pipelines.errors import InvalidFieldError
 
 BumpType = Literal["major", "minor", "patch"]
 FIRST_VERSION = "1.0.0"
-_VERSION = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
 
 
-def parse_version(version: str) -> tuple[int, int, int]:
-    """(major, minor, patch), or a clear error for anything that is not MAJOR.MINOR.PATCH."""
-    match = _VERSION.match(version) if isinstance(version, str) else None
+def parse_version(version: str, field: str = "version") -> tuple[int, int, int]:
+    """(major, minor, patch), or a clear error for anything that is not exactly MAJOR.MINOR.PATCH."""
+    match = _VERSION.fullmatch(version) if isinstance(version, str) else None
     if match is None:
-        raise InvalidFieldError("version", version, "MAJOR.MINOR.PATCH, e.g. '1.2.0'")
+        raise InvalidFieldError(field, version, "MAJOR.MINOR.PATCH, e.g. '1.2.0'")
     major, minor, patch = (int(g) for g in match.groups())
     return major, minor, patch
 

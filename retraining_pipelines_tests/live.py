@@ -66,16 +66,41 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Callable[[], str] = 
             time.sleep(0.5)
 
 
+def api_url(ui_url: str) -> str:
+    """Where `serving` runs the REST API: the port after the UI's (both checked free)."""
+    host, port = ui_url.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"
+
+
+def _free_pair() -> int:
+    """A free port whose successor is free too (the UI and the REST API side by side)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
 @contextmanager
-def serving(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`retraining serve` (what scripts/run execs) until the block ends; yields the UI's URL."""
-    port = free_port()
+def serving(home: Path, env: dict[str, str] | None = None,
+            processes: list[subprocess.Popen] | None = None) -> Iterator[str]:
+    """`retraining serve` (what scripts/run execs) until the block ends; yields the UI's URL.
+
+    The REST API listens at `api_url(url)`. `processes`, when given, receives the serve process.
+    """
+    port = _free_pair()
     url = f"http://127.0.0.1:{port}"
     log = open(home / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
     process = subprocess.Popen(
-        [str(BIN / "retraining"), "serve", "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})}, start_new_session=True,
+        [str(BIN / "retraining"), "serve", "--port", str(port), "--api-port", str(port + 1)], cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT, env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})},
+        start_new_session=True,
     )
+    if processes is not None:
+        processes.append(process)
     try:
         wait_until_up(url, process, lambda: (home / "serve.log").read_text()[-2000:])
         yield url

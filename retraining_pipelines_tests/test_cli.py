@@ -40,11 +40,8 @@ def test_seed_demo_command(isolated_dagster_home: Path, capsys) -> None:
 
 
 def _no_webserver() -> list[str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return ["--webserver", f"http://127.0.0.1:{s.getsockname()[1]}"]
+    """No webserver to reload: the job store changes, the daemon picks it up on its own."""
+    return []
 
 
 def test_jobs_commands_add_list_and_remove(isolated_dagster_home: Path, capsys) -> None:
@@ -116,3 +113,46 @@ def test_held_back_drift_arrives_on_release_and_bad_use_changes_nothing(isolated
     assert main(["seed-demo", "--release-drift"]) == 0
     assert newest() > datetime.fromisoformat(held["drift_start"]).timestamp() + 86400
     assert not (isolated_dagster_home / "demo_held_back.json").exists()
+
+
+def test_an_unreachable_webserver_after_a_job_change_exits_3_with_one_line(
+    isolated_dagster_home: Path, capsys
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    assert main(["jobs", "add", "disease", "daily", "--webserver", dead]) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["job_id"] == 1, "the job itself is stored"
+    err = captured.err.strip()
+    assert err.startswith("error: job 1 is stored, but the Dagster webserver was not reloaded") and dead in err
+    assert "\n" not in err
+
+
+def test_model_commands_retrain_versions_history_drift_and_rollback(
+    plant_db_url: str, isolated_dagster_home: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("PLANT_DATABASE_URL", plant_db_url)
+    for _ in range(2):
+        assert main(["retrain", "disease", "--force"]) == 0
+        result = json.loads(capsys.readouterr().out)
+    assert result["new_version"] == "1.1.0" and result["old_version"] == "1.0.0"
+    assert main(["versions", "disease"]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in details["versions"]] == ["1.1.0", "1.0.0"]
+    assert main(["history", "--model-type", "disease"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert len(runs) == 2 and all(r["status"] == "SUCCESS" and r["outcome"] for r in runs)
+    assert main(["drift", "disease"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "insufficient_data"  # nothing logged yet
+    if details["active_version"] == "1.1.0":
+        assert main(["rollback", "disease"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"model_type": "disease", "from_version": "1.1.0",
+                                                       "to_version": "1.0.0"}
+    assert main(["rollback", "disease"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Nothing to roll back to") and "\n" not in err
+    assert main(["retrain", "durian"]) == 2
+    assert "Invalid model_type: 'durian'" in capsys.readouterr().err

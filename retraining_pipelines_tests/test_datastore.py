@@ -8,20 +8,21 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
-from retraining_pipelines.datastore import HOUR, PlantDataStore, Window, parse_time_range
+from retraining_pipelines.datastore import HOUR, PlantDataStore, Window
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 
 
 @pytest.mark.parametrize(("text", "days"), [("last_90d", 90), ("last_180d", 180), ("last_1d", 1)])
 def test_time_ranges(text: str, days: int) -> None:
-    assert parse_time_range(text) == days * 86400
+    assert validation.time_range(text) == days * 86400
 
 
 @pytest.mark.parametrize("bad", ["90d", "last_0d", "last_90", "last_-5d", "last_9999d", "LAST_90D", "", None, 90])
 def test_bad_time_ranges_name_the_field_and_the_format(bad: object) -> None:
     with pytest.raises(InvalidFieldError) as err:
-        parse_time_range(bad)  # type: ignore[arg-type]
+        validation.time_range(bad)  # type: ignore[arg-type]
     assert "time_range" in str(err.value) and "last_<N>d" in str(err.value)
 
 

@@ -154,3 +154,12 @@ def test_season_of_pins_the_simulated_season() -> None:
     summer = greenhouse_mean(datetime(2026, 8, 15, tzinfo=UTC))
     winter = greenhouse_mean(datetime(2026, 2, 1, tzinfo=UTC))
     assert summer > winter + 5, "a greenhouse is warmer in a simulated summer, whatever month it is now"
+
+
+def test_every_generated_label_is_one_the_catalog_accepts(plant_data) -> None:
+    """The catalog's label rules (classes, target ranges) describe real data: nothing generated is rejected."""
+    from retraining_pipelines.catalog import CATALOG
+
+    for spec in CATALOG.values():
+        labels = getattr(plant_data, spec.label_table)[spec.target]
+        assert spec.usable_target(labels).all(), (spec.model_type, labels[~spec.usable_target(labels)].head())

@@ -85,3 +85,17 @@ def test_faulty_sensors_block_training(tmp_path: Path, instance: dg.DagsterInsta
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["physical_ranges"] is False
     assert not materialized(instance, "trained_model", "climate_optimizer")
+
+
+def test_a_retrain_dagster_would_not_record_changes_nothing(plant_store: PlantDataStore) -> None:
+    """`dagster asset materialize` without DAGSTER_HOME: a throw-away instance must not change the registry."""
+    from retraining_pipelines.assets import RETRAIN_ASSETS
+    from retraining_pipelines.io_manager import ModelRegistryResource
+
+    from .helpers import pipeline_resources
+
+    result = dg.materialize(RETRAIN_ASSETS, partition_key="disease", resources=pipeline_resources(plant_store),
+                            raise_on_error=False)  # no instance: an ephemeral one
+    assert not result.success
+    assert "DAGSTER_HOME is not set" in "\n".join(failure_messages(result))
+    assert ModelRegistryResource().get().list_versions("disease") == []

@@ -116,12 +116,46 @@ def test_rollback_with_nothing_to_roll_back_changes_nothing(registry: ModelRegis
     assert registry.get_active_version("disease") == v1 and len(registry.audit_trail()) == trail
 
 
-def test_active_version_cannot_be_archived_directly(registry: ModelRegistry) -> None:
+def test_the_only_served_version_cannot_be_archived(registry: ModelRegistry) -> None:
     v1 = _register(registry)
     registry.promote("disease", v1, reason="first")
-    with pytest.raises(RegistryError, match="one version must stay active"):
+    with pytest.raises(RegistryError, match="one version must be active at every instant"):
         registry.set_model_status("disease", v1, ModelStatus.ARCHIVED)
     assert registry.get_active_version("disease") == v1
+
+
+def test_the_spec_rollback_recipe_hands_over_in_one_step(registry: ModelRegistry) -> None:
+    """Archive the current version, then activate the old one (the spec's recipe): never zero active."""
+    v1, v2 = _register(registry), _register(registry, 1)
+    registry.promote("disease", v1, reason="first")
+    registry.promote("disease", v2, reason="better")
+    old_version = registry.get_previous_version("disease", v2)
+    registry.set_model_status("disease", v2, ModelStatus.ARCHIVED)
+    assert registry.get_active_version("disease") == old_version == v1, "the old version took over at once"
+    assert registry.audit_trail()[-1].event == "rolled_back"
+    trail = len(registry.audit_trail())
+    registry.set_model_status("disease", old_version, ModelStatus.ACTIVE)  # the recipe's second call: a no-op
+    assert registry.get_active_version("disease") == v1 and len(registry.audit_trail()) == trail
+    assert registry.get_version("disease", v2).status == ModelStatus.ARCHIVED
+
+
+def test_archiving_a_rejected_version_keeps_it_out_of_rollbacks(registry: ModelRegistry) -> None:
+    v1, v2 = _register(registry), _register(registry, 1)
+    registry.promote("disease", v1, reason="first")
+    registry.reject("disease", v2, reason="worse")
+    registry.set_model_status("disease", v2, ModelStatus.ARCHIVED)  # the spec's troubleshooting recipe
+    assert registry.get_version("disease", v2).status == ModelStatus.REJECTED
+    assert registry.get_active_version("disease") == v1
+
+
+def test_metadata_naming_a_taken_version_registers_nothing(registry: ModelRegistry) -> None:
+    from .test_bad_input import _metadata, _tiny_model
+
+    assert registry.register_model("disease", _tiny_model(), _metadata(version="1.0.0")).version == "1.0.0"
+    with pytest.raises(RegistryError, match=r"expects v1\.0\.0"):
+        registry.register_model("disease", _tiny_model(), _metadata(version="1.0.0"))
+    assert [v.version for v in registry.list_versions("disease")] == ["1.0.0"]
+    assert sorted(p.name for p in (registry.root / "disease").iterdir()) == ["1.0.0"]
 
 
 def test_the_index_itself_forbids_two_active_versions(registry: ModelRegistry) -> None:

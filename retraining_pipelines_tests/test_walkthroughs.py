@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 
 from retraining_pipelines.registry import ModelRegistry
 
-from .live import cli, launch_retrain, new_home, runs_tagged, serving, start_sensor, wait_for_run
+from .live import api_url, cli, launch_retrain, new_home, runs_tagged, serving, start_sensor, wait_for_run
 
 MODEL = "disease"
 
@@ -92,3 +94,55 @@ def _pid_tag(url: str, run_id: str) -> str | None:
 @pytest.fixture(autouse=True)
 def _no_project_home(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_WEBHOOK_URL", raising=False)
+
+
+def _rest(method: str, url: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _live_group_members(pgid: int) -> list[str]:
+    """Processes of a process group that still run (zombies waiting for a reaper do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(stat.parent.name)
+    return members
+
+
+def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_service(tmp_path: Path) -> None:
+    """README, *REST API*: retrain over HTTP, follow the run, see it in the UI; SIGTERM stops everything."""
+    home = new_home(tmp_path)
+    assert cli(home, "seed-demo", "--days", "90", "--units", "6").returncode == 0
+    processes: list = []
+    with serving(home, processes=processes) as url:
+        api = f"{api_url(url)}/api/v1/ai"
+        health = _wait(lambda: _rest("GET", f"{api}/health")[1], 60, "the REST API")
+        assert health["status"] == "ok", health
+        status, queued = _rest("POST", f"{api}/retrain/{MODEL}?force=true&wait=false")
+        assert status == 202 and queued["status_url"].endswith(queued["run_id"])
+        status, busy = _rest("POST", f"{api}/retrain/{MODEL}?force=true&wait=false")
+        assert status == 409 and busy["error"]["type"] == "retrain_in_progress"
+        assert busy["error"]["run_id"] == queued["run_id"]
+        report = _wait(lambda: (r := _rest("GET", f"{api}/retraining/runs/{queued['run_id']}")[1])["outcome"] and r,
+                       300, "the queued retrain to finish")
+        assert report["status"] == "SUCCESS" and report["outcome"] == "promoted", report
+        assert report["result"]["new_version"] == "1.0.0" and report["trigger"] == "manual"
+        assert queued["run_id"] in [r["runId"] for r in runs_tagged(url, "dagster/partition", MODEL)]
+        status, result = _rest("POST", f"{api}/retrain/{MODEL}?force=true")  # wait=true: the spec's answer
+        assert status == 200 and result["new_version"] == "1.1.0" and result["old_version"] == "1.0.0", result
+        assert result["outcome"] in ("promoted", "rejected") and "improvement" in result
+        history = _rest("GET", f"{api}/retraining/history?model_type={MODEL}")[1]["runs"]
+        assert [r["run_id"] for r in history] == [result["run_id"], queued["run_id"]]
+        serve = processes[0]
+        serve.send_signal(signal.SIGTERM)  # only the serve process, as `kill` or systemd would
+        assert serve.wait(timeout=120) == 0
+        _wait(lambda: not _live_group_members(serve.pid), 60, "every process of the service to exit", every=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from retraining_pipelines import AutomatedRetrainingService
-from retraining_pipelines.service import LOCATION_NAME
+from retraining_pipelines.webserver import LOCATION_NAME
 
 from .live import wait_until_up
 
