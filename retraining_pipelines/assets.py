@@ -100,6 +100,9 @@ def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetC
 def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, plant_store: PlantDataStore):
     """Labelled examples for the model type in the time range, with the climate around them."""
     require_recorded_instance(context.instance)
+    if not context.has_partition_key:  # launched without the tag that names the model type
+        raise dg.Failure(description="This run has no model type. Launch retrain_model_job for one partition: the "
+                         f"tag dagster/partition set to one of {', '.join(MODEL_TYPES)}.", allow_retries=False)
     tag_run_worker(context.instance, context.run.run_id)  # first step: say which process runs this retrain
     try:
         samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range,

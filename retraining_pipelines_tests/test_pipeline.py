@@ -99,3 +99,22 @@ def test_a_retrain_dagster_would_not_record_changes_nothing(plant_store: PlantDa
     assert not result.success
     assert "DAGSTER_HOME is not set" in "\n".join(failure_messages(result))
     assert ModelRegistryResource().get().list_versions("disease") == []
+
+
+@pytest.mark.parametrize("tags", [{}, {"dagster/partition": "durian"}], ids=["no tag", "unknown model type"])
+def test_a_run_without_a_valid_model_type_fails_first_naming_the_model_types(
+    tags: dict[str, str], plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    """What a GraphQL launch without the partition tag (or with a wrong one) gets: one clear first-step error."""
+    from retraining_pipelines.code_location import build_definitions
+    from retraining_pipelines.jobstore import JobStore
+    from retraining_pipelines.runs import step_failure_reason
+
+    from .helpers import pipeline_resources
+
+    job = build_definitions(job_store=JobStore(), resources=pipeline_resources(plant_store)).resolve_job_def(
+        "retrain_model_job")
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    reasons = [step_failure_reason(e) for e in result.get_step_failure_events()]
+    assert not result.success and len(reasons) == 1 and reasons[0].startswith("training_samples: ")
+    assert "personalized_growth" in reasons[0] and "dagster._core" not in reasons[0]
