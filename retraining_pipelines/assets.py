@@ -5,6 +5,7 @@ partition retrains that model type; a backfill over partitions retrains several.
 checks block the run before any training happens on bad data.
 """
 
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -78,7 +79,12 @@ def require_recorded_instance(instance: dg.DagsterInstance) -> None:
 
 
 def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+    """Checks are partitioned like their asset: a result belongs to one model type, so a failed gate on
+    disease stays visible when another model type retrains."""
+    with warnings.catch_warnings():  # a preview feature in 1.13: tested here, so no warning on every import
+        warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
+                                 partitions_def=model_type_partitions)
 
 
 @dg.asset(
@@ -322,6 +328,11 @@ def _float(value: float, digits: int = 4) -> dg.MetadataValue:
 def _result_metadata(outcome: GateOutcome) -> dict:
     result, comparison = outcome.result, outcome.comparison
     metadata = {name: _float(value) for name, value in result.new_metrics.items()}
+    # one series per model type in Plots -> Events (the shared `accuracy` line mixes all seven models)
+    served = result.new_metrics if result.promoted else result.old_metrics
+    metadata[f"{result.model_type}_accuracy"] = _float(result.new_metrics["accuracy"])
+    if result.active_version is not None and served:
+        metadata[f"{result.model_type}_served_accuracy"] = _float(served["accuracy"])
     if result.old_version is not None:  # the plot compares versions; a first version has none to compare with
         metadata["improvement"] = _float(result.improvement, 2)
         metadata["old_accuracy"] = _float(result.old_metrics["accuracy"])

@@ -336,11 +336,13 @@ class ModelRegistry:
         if reference is not None:
             files[REFERENCE] = reference.to_csv(index=False).encode()
         staging = self.root / STAGING / uuid.uuid4().hex
-        staging.mkdir(parents=True)
         try:
+            staging.mkdir(parents=True)
             for name, data in files.items():
                 _write_synced(staging / name, data)
             record = self._commit_version(model_type, staging, files, metadata, schema, bump, status)
+        except (OSError, sqlite3.OperationalError) as err:  # a full or read-only disk: nothing was registered
+            raise StorageError("model registry", self.root, err) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return record

@@ -66,3 +66,16 @@ def materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bo
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     mat = result.asset_materializations_for_node(asset)[-1]
     return {k: v.value for k, v in mat.metadata.items()}
+
+
+def notify_failure(failed: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, store: PlantDataStore) -> None:
+    """Run the `retrain_failure_notifier` sensor on a failed run, as the daemon would."""
+    from retraining_pipelines.notifications import retrain_failure_notifier
+
+    failure_event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="retrain_failure_notifier", dagster_event=failure_event, dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        resources={"notifier": Notifier(), "model_registry": pipeline_resources(store)["model_registry"]},
+    ).for_run_failure()
+    retrain_failure_notifier(context)

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from retraining_pipelines.webserver import launch_run
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOCATION = "retraining_pipelines"
@@ -115,14 +117,6 @@ def serving(home: Path, env: dict[str, str] | None = None,
         log.close()
 
 
-LAUNCH = """mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
 RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status tags { key value } } } }"""
 START_SENSOR = """mutation Start($selector: SensorSelector!) {
   startSensor(sensorSelector: $selector) {
@@ -135,12 +129,7 @@ RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... o
 
 def launch_retrain(url: str, model_type: str) -> str:
     """What the UI's Materialize does for one partition: a retrain_model_job run of that model type."""
-    params = {"selector": {**REPOSITORY, "jobName": "retrain_model_job"},
-              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": model_type}]}}
-    answer = graphql(url, LAUNCH, {"params": params})["launchRun"]
-    if answer["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launch failed: {answer}")
-    return answer["run"]["runId"]
+    return launch_run(url, "retrain_model_job", {}, {"dagster/partition": model_type})
 
 
 def wait_for_run(url: str, run_id: str, timeout: float = 300) -> str:

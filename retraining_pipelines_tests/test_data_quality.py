@@ -24,11 +24,11 @@ from retraining_pipelines.cli import main
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import StorageError
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.notifications import Notifier, retrain_failure_notifier
+from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.runs import step_failure_reason
 
 from .conftest import TEST_CONFIG, fresh_store
-from .helpers import failure_messages, metadata_of, pipeline_resources, retrain
+from .helpers import failure_messages, metadata_of, notify_failure, retrain
 
 SMALL = dataclasses.replace(TEST_CONFIG, days=40, units=3)
 DURIAN_UNIT = 50
@@ -126,13 +126,7 @@ def test_a_broken_plant_database_names_its_path_in_the_run_error_notification_an
     reason = step_failure_reason(failed.get_step_failure_events()[0])
     assert "Cannot use the plant database at" in reason and str(garbage) in reason
     assert "file is not a database" in reason and "Error occurred while executing" not in reason
-    failure = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="retrain_failure_notifier", dagster_event=failure, dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources={"notifier": Notifier(), "model_registry": pipeline_resources(store)["model_registry"]},
-    ).for_run_failure()
-    retrain_failure_notifier(context)
+    notify_failure(failed, instance, store)
     assert str(garbage) in Notifier().read_log()[-1]["error"]
     with pytest.raises(StorageError, match="file is not a database"):
         AutomatedRetrainingService(plant_store=store, instance=instance).retrain_model("disease", force=True)
@@ -184,3 +178,19 @@ def test_a_drift_check_on_a_damaged_reference_says_so(
         service.check_drift("disease")
     with pytest.raises(RetrainingError):  # the same refusal through the registry's own check
         registry.verify("disease", "1.0.0")
+
+
+def test_a_full_disk_while_registering_names_the_registry_and_registers_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "registry"
+    done = subprocess.run([sys.executable, "-m", "retraining_pipelines_tests.full_disk_worker", str(root), "20000"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+                          check=False)
+    assert done.stdout.startswith("StorageError: Cannot use the model registry at"), done.stdout + done.stderr
+    assert str(root) in done.stdout and "File too large" in done.stdout
+    registry = ModelRegistryResource(registry_dir=str(root)).get()
+    assert registry.list_versions() == [] and registry.audit_trail() == []
+    assert not (root / "disease").exists() or not any((root / "disease").iterdir()), "no version directory"
+    assert list((root / ".staging").iterdir()) == [], "the half-written version was cleaned up"

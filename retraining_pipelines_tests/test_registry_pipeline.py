@@ -16,12 +16,12 @@ from retraining_pipelines.assets import RETRAIN_ASSETS
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import generate
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.notifications import Notifier, retrain_failure_notifier, wait_for_deliveries
+from retraining_pipelines.notifications import Notifier, wait_for_deliveries
 from retraining_pipelines.registry import ModelRegistry, ModelStatus
 from retraining_pipelines.rollback import rollback_model_job
 
 from .conftest import TEST_CONFIG
-from .helpers import failure_messages, metadata_of, pipeline_resources, retrain
+from .helpers import failure_messages, metadata_of, notify_failure, pipeline_resources, retrain
 from .webhook import garbage, raw_server, trickle, webhook_server
 
 MODEL = "disease"
@@ -189,13 +189,7 @@ def test_unknown_notification_types_are_refused(isolated_dagster_home: Path) -> 
 def test_failed_runs_are_notified(plant_store: PlantDataStore, instance: dg.DagsterInstance) -> None:
     failed = retrain(MODEL, plant_store, instance, {"min_samples": 10**6})
     assert not failed.success
-    failure_event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="retrain_failure_notifier", dagster_event=failure_event, dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources={"notifier": Notifier(), "model_registry": pipeline_resources(plant_store)["model_registry"]},
-    ).for_run_failure()
-    retrain_failure_notifier(context)
+    notify_failure(failed, instance, plant_store)
     event = Notifier().read_log()[-1]
     assert event["type"] == "retrain_failed" and event["model_type"] == MODEL
     assert "Insufficient samples" in event["error"]
@@ -244,3 +238,21 @@ def test_a_bad_webhook_never_decides_or_delays_a_retrain(
                 "unknown scheme": "not an http(s) URL"}[server]
     assert expected in errors[0]["error"] or (server == "trickle" and "timed out" in errors[0]["error"])
     assert notifier.read_log()[-1]["type"] == "model_retrained", "the log has the event all the same"
+
+
+def test_validation_metadata_has_one_plot_series_per_model_type(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    meta = metadata_of(retrain(MODEL, plant_store, instance), "validation_metrics")
+    assert meta[f"{MODEL}_accuracy"] == meta["accuracy"] == meta[f"{MODEL}_served_accuracy"]
+    assert "old_version" not in meta and "improvement" not in meta, "a first version has nothing to compare with"
+    assert meta["active_version"] == meta["new_version"] == "1.0.0"
+    assert all(len(str(v).split(".")[-1]) <= 4 for k, v in meta.items() if isinstance(v, float))
+
+
+def test_check_results_belong_to_their_model_type(plant_store: PlantDataStore, instance: dg.DagsterInstance) -> None:
+    """A gate result on disease stays disease's when another model type retrains (partitioned checks)."""
+    runs = {m: retrain(m, plant_store, instance).run_id for m in (MODEL, "climate_optimizer")}
+    key = dg.AssetCheckKey(dg.AssetKey("validation_metrics"), "promotion_gate")
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    assert {(r.partition, r.run_id) for r in history} == {(m, run_id) for m, run_id in runs.items()}
