@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -111,7 +112,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     dagster_bin = Path(sys.executable).with_name("dagster")
     command = [str(dagster_bin), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     server = api.build_server(args.api_host, args.api_port, AutomatedRetrainingService(webserver_url=ui_url), token)
-    dagster = subprocess.Popen(command)
+    # Started in the background (`&`, nohup), this process ignores SIGINT, and a child would inherit that and
+    # never shut down; and `dagster dev` gets a process group of its own, so that stopping it reaches the
+    # webserver, daemon and code servers it starts, whoever started us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    dagster = subprocess.Popen(command, start_new_session=True)
     threading.Thread(target=_stop_when_exits, args=(dagster, server), daemon=True).start()
     print(f"Dagster UI: {ui_url}   REST API: http://{args.api_host}:{args.api_port}{api.PREFIX} "
           f"(OpenAPI at /openapi.json). Ctrl-C stops both.", flush=True)
@@ -133,15 +138,21 @@ def _stop_when_exits(child: subprocess.Popen, server: Any) -> None:
 
 
 def _stop(child: subprocess.Popen) -> None:
-    """Ask `dagster dev` to shut down as Ctrl-C would, then insist."""
+    """Ask `dagster dev` to shut down as Ctrl-C would, then insist; then clear its process group."""
     for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         if child.poll() is not None:
-            return
-        child.send_signal(sig)
+            break
+        _signal_group(child.pid, sig)
         try:
             child.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
+    _signal_group(child.pid, signal.SIGTERM)  # anything it started and left behind
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def _cmd_api(args: argparse.Namespace) -> int:

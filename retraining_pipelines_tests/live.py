@@ -107,7 +107,7 @@ def serving(home: Path, env: dict[str, str] | None = None,
         wait_until_up(url, process, lambda: (home / "serve.log").read_text()[-2000:])
         yield url
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 10)):  # SIGTERM: serve stops dagster dev itself
             try:
                 os.killpg(process.pid, sig)
                 process.wait(timeout=wait)

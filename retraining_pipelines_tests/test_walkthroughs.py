@@ -105,17 +105,21 @@ def _rest(method: str, url: str) -> tuple[int, dict]:
         return err.code, json.load(err)
 
 
-def _live_group_members(pgid: int) -> list[str]:
-    """Processes of a process group that still run (zombies waiting for a reaper do not count)."""
-    members = []
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, state) of every process."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(stat.parent.name)
-    return members
+        found.append((int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0]))
+    return found
+
+
+def _live_group_members(*pgids: int) -> list[int]:
+    """Processes of these process groups that still run (zombies waiting for a reaper do not count)."""
+    return [pid for pid, _, group, state in _processes() if group in pgids and state != "Z"]
 
 
 def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_service(tmp_path: Path) -> None:
@@ -143,6 +147,8 @@ def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_serv
         history = _rest("GET", f"{api}/retraining/history?model_type={MODEL}")[1]["runs"]
         assert [r["run_id"] for r in history] == [result["run_id"], queued["run_id"]]
         serve = processes[0]
+        groups = {serve.pid} | {group for _, parent, group, _ in _processes() if parent == serve.pid}
+        assert len(groups) == 2, "dagster dev runs in a process group of its own"
         serve.send_signal(signal.SIGTERM)  # only the serve process, as `kill` or systemd would
         assert serve.wait(timeout=120) == 0
-        _wait(lambda: not _live_group_members(serve.pid), 60, "every process of the service to exit", every=1)
+        _wait(lambda: not _live_group_members(*groups), 60, "every process of the service to exit", every=1)
