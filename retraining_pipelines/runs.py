@@ -30,6 +30,8 @@ from typing import Any
 
 import dagster as dg
 
+from retraining_pipelines.catalog import MODEL_TYPES
+from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.registry import ORPHAN_CANDIDATE_AGE_S, ModelRegistry, trigger_from_tags
 
@@ -232,3 +234,22 @@ def step_failure_reason(event: dg.DagsterEvent) -> str:
     while error.cause is not None and (error.cls_name or "").startswith("Dagster"):  # unwrap Dagster's wrappers
         error = error.cause
     return f"{event.step_key}: {error.message.strip()}"
+
+
+class RetrainRunCoordinator(dg.QueuedRunCoordinator):
+    """The instance's queue, refusing at launch a retrain that names no known model type.
+
+    Without the `dagster/partition` tag (or with a model type that does not exist) a retrain
+    would be queued and fail inside the run; a GraphQL client would only learn that from the run's
+    logs. Here the launch itself fails with the list of model types, and the refused run is marked
+    failed at once, so it never counts as queued. Configured in `dagster_home/dagster.yaml`.
+    """
+
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
+        run = context.dagster_run
+        if run.job_name == RETRAIN_JOB and run.tags.get(PARTITION_TAG) not in MODEL_TYPES:
+            message = (f"{RETRAIN_JOB} needs the tag {PARTITION_TAG} set to one of {', '.join(MODEL_TYPES)} "
+                       f"(got {run.tags.get(PARTITION_TAG)!r}); the run was not queued.")
+            self._instance.report_run_failed(run, message)
+            raise InvalidFieldError(PARTITION_TAG, run.tags.get(PARTITION_TAG), MODEL_TYPES)
+        return super().submit_run(context)

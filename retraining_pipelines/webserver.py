@@ -50,14 +50,25 @@ def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> di
     request = urllib.request.Request(f"{url.rstrip('/')}/graphql", data=body,
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            answer = json.load(response)
+        answer = _answer(request)
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
         raise WebserverUnavailable(f"No Dagster webserver at {url}: {err}. Start it with scripts/run, or set "
                                    f"{WEBSERVER_URL_ENV} to where it runs.") from None
     if answer.get("errors"):
         raise RetrainingError(f"The Dagster webserver at {url} refused the request: {answer['errors']}")
     return answer["data"]
+
+
+def _answer(request: urllib.request.Request) -> dict[str, Any]:
+    """The JSON answer; Dagster sends a PythonError result with HTTP 500 and the error in the body."""
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as err:
+        body = json.load(err)
+        if not isinstance(body, dict) or "data" not in body:
+            raise
+        return body
 
 
 def reload_location(url: str) -> bool:

@@ -34,8 +34,11 @@ def free_port() -> int:
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as err:  # Dagster answers a PythonError result with HTTP 500, the error in the body
+        answer = json.load(err)
     if answer.get("errors"):
         raise RuntimeError(f"GraphQL errors: {answer['errors']}")
     return answer["data"]

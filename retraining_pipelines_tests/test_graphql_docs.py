@@ -76,6 +76,21 @@ def test_every_documented_operation_works_on_a_live_service(tmp_path: Path) -> N
         assert sorted(partitions["partitionBackfillOrError"]["partitionNames"]) == sorted(MODEL_TYPES)
 
         _readme_client_snippet(url)
+        _launches_without_a_model_type_are_refused(url)
+
+
+def _launches_without_a_model_type_are_refused(url: str) -> None:
+    """The launch itself fails with the list of model types, and nothing stays queued."""
+    refused = _run(url, "retrain_model_type", {"modelType": "durian"})["launchRun"]
+    assert refused["__typename"] == "PythonError" and "personalized_growth" in refused["message"], refused
+    untagged = graphql(url, "mutation { launchRun(executionParams: {selector: {repositoryLocationName: "
+                       '"retraining_pipelines", repositoryName: "__repository__", jobName: "retrain_model_job"}}) '
+                       "{ __typename ... on PythonError { message } } }")["launchRun"]
+    assert untagged["__typename"] == "PythonError" and "dagster/partition" in untagged["message"]
+    runs = graphql(url, '{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) '
+                        "{ ... on Runs { results { runId tags { key value } } } } }")["runsOrError"]["results"]
+    assert all({"key": "dagster/partition", "value": "durian"} not in r["tags"] for r in runs)
+    assert all(any(t["key"] == "dagster/partition" for t in r["tags"]) for r in runs), runs
 
 
 def _readme_client_snippet(url: str) -> None:
