@@ -310,6 +310,23 @@ class PlantDataStore(dg.ConfigurableResource):
         with self.engine.connect() as conn:
             return {int(a): (round(h or 0), int(n)) for a, h, n in conn.execute(query)}
 
+    def recent_outcomes(self, model_type: str, time_range: str = "last_14d", model_version: str | None = None,
+                        end: datetime | None = None) -> tuple[list[str], list[str]]:
+        """Logged predictions whose outcome is known, and those outcomes, oldest first: the inputs of the
+        spec's `check_drift(recent_predictions, recent_actuals)`. `model_version` None: every version."""
+        get_spec(model_type)
+        window = Window.last(time_range, end)
+        p = predictions.c
+        query = (sa.select(p.prediction, p.actual)
+                 .where(p.model_type == model_type, p.actual.is_not(None), p.ts >= window.start_ts,
+                        p.ts < window.end_ts)
+                 .order_by(p.ts))
+        if model_version is not None:
+            query = query.where(p.model_version == model_version)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
     def fetch_plants(self, plant_ids: list[int] | None = None) -> pd.DataFrame:
         query = sa.select(plants)
         if plant_ids is not None:

@@ -23,6 +23,7 @@ from retraining_pipelines import (
     ModelStatus,
     PlantDataStore,
     bump_version,
+    replay_predictions,
 )
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JobStore
@@ -149,6 +150,43 @@ logger.warning(f"Rolled back {model_type}: v{current_version} → v{old_version}
     ("Integration: scheduled retraining (the body of the cron task)", """
 retraining.check_and_execute_jobs()
 """),
+    ("Integration: drift detection (the body of the daily task)", """
+model_types = ["climate_optimizer", "disease", "irrigation_threshold"]
+
+for model_type in model_types:
+    # Check drift
+    metrics = drift_detector.check_drift(
+        model_type=model_type,
+        recent_predictions=get_recent_predictions(model_type),
+        recent_actuals=get_recent_actuals(model_type)
+    )
+
+    if metrics.requires_retraining:
+        logger.info(f"Drift detected in {model_type} (drift: {metrics.accuracy_drift:.2%})")
+
+        # Trigger retraining
+        result = retraining.retrain_model(model_type=model_type, force=True)
+
+        logger.info(f"Retrained {model_type}: accuracy {result.new_metrics['accuracy']:.2%}")
+"""),
+    ("Troubleshooting: compare metrics", """
+result = retraining.retrain_model(model_type="climate_optimizer")
+
+if result.improvement < -5:
+    logger.error(f"Model degradation: {result.improvement:.1f}%")
+
+    # Rollback to previous version
+    model_registry.set_model_status(
+        model_type="climate_optimizer",
+        version=result.new_version,
+        status=ModelStatus.ARCHIVED
+    )
+    model_registry.set_model_status(
+        model_type="climate_optimizer",
+        version=result.old_version,
+        status=ModelStatus.ACTIVE
+    )
+"""),
     ("Troubleshooting: check available samples", """
 training_data = training_data_repo.fetch_samples(
     model_type="climate_optimizer",
@@ -177,6 +215,9 @@ def namespace(plant_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
             "ModelStatus": ModelStatus,
             "_bump_version": bump_version,
             "logger": logging.getLogger("plant_app"),
+            "drift_detector": DriftDetector(retraining.registry, retraining.plant_store),
+            "get_recent_predictions": lambda m: retraining.plant_store.recent_outcomes(m)[0],
+            "get_recent_actuals": lambda m: retraining.plant_store.recent_outcomes(m)[1],
         }
 
 
@@ -203,11 +244,17 @@ def test_the_spec_example_runs_as_written(namespace: dict[str, Any], title: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     if title == "Rollback strategy":
         _served_twice(namespace)
+    if title.startswith("Integration: drift detection"):  # the plant app has logged outcomes by now
+        replay_predictions(namespace["retraining"].plant_store, namespace["model_registry"], "disease")
     exec(compile(textwrap.dedent(code), title, "exec"), namespace)
     retraining = namespace["retraining"]
     out = capsys.readouterr().out
     if title == "API Reference: retrain_model()":
         assert "Retrained climate_optimizer: vNone → v1.0.0" in out and "Improvement: " in out
+    if title.startswith("Integration: drift detection"):
+        assert namespace["metrics"].model_type == "irrigation_threshold"  # the loop ran to its end
+    if title == "Troubleshooting: compare metrics":
+        assert namespace["result"].old_version == "1.0.0" and namespace["result"].improvement is not None
     if title == "API Reference: remove_job()":
         assert 5 not in [job.job_id for job in retraining.get_retraining_schedule()]
     if title == "Rollback strategy":
