@@ -28,6 +28,8 @@ model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
 #: Set by the drift policy on the runs it requests: the active version's accuracy in production.
 CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
+#: Set on every retrain run once its gate decided: promoted or rejected.
+OUTCOME_TAG = "retraining/outcome"
 #: Data-quality limits on the samples; beyond them training would learn sensor faults.
 MAX_OUT_OF_RANGE_SHARE = 0.05
 MAX_MISSING_SHARE = 0.20
@@ -275,7 +277,10 @@ def validation_metrics(
     result = outcome.result
     notifier.send(*retrained_event(result))
     verdict = "promoted" if result.promoted else "rejected"
-    context.log.info(f"{spec.model_type} v{result.new_version}: {verdict} - {result.reason}")
+    # a rejected candidate still ends in a SUCCESS run: the tag says so in the Runs list (and filters it)
+    context.instance.add_run_tags(context.run.run_id, {OUTCOME_TAG: verdict})
+    log = context.log.info if result.promoted else context.log.warning
+    log(f"{spec.model_type} v{result.new_version}: {verdict} - {result.reason}")
     for warning in result.warnings:
         context.log.warning(f"{spec.model_type} v{result.new_version}: {warning}")
     return dg.MaterializeResult(
