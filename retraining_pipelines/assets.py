@@ -338,6 +338,7 @@ def _result_metadata(outcome: GateOutcome) -> dict:
     metadata[f"{result.model_type}_accuracy"] = _float(result.new_metrics["accuracy"])
     if result.active_version is not None and served:
         metadata[f"{result.model_type}_served_accuracy"] = _float(served["accuracy"])
+        metadata["served_accuracy"] = _float(served["accuracy"])  # Plots -> Partitions: what each model serves
     if result.old_version is not None:  # the plot compares versions; a first version has none to compare with
         metadata["improvement"] = _float(result.improvement, 2)
         metadata["old_accuracy"] = _float(result.old_metrics["accuracy"])

@@ -92,6 +92,7 @@ def test_a_degraded_candidate_is_rejected_and_the_active_model_untouched(
     assert result.success, "a rejection is a normal outcome, not a failed run"
     meta = metadata_of(result, "validation_metrics")
     assert meta["promoted"] is False
+    assert meta["served_accuracy"] == meta["old_accuracy"] != meta["accuracy"], "the old version is still served"
     assert instance.get_run_by_id(result.run_id).tags["retraining/outcome"] == "rejected", "said in the Runs list"
     assert "worse (limit 5 %)" in meta["reason"] or "below the quality floor" in meta["reason"]
     assert meta["improvement"] < -5, "far more than the 5 % the spec's rule allows"
@@ -247,7 +248,7 @@ def test_validation_metadata_has_one_plot_series_per_model_type(
     run = retrain(MODEL, plant_store, instance)
     meta = metadata_of(run, "validation_metrics")
     assert instance.get_run_by_id(run.run_id).tags["retraining/outcome"] == "promoted"
-    assert meta[f"{MODEL}_accuracy"] == meta["accuracy"] == meta[f"{MODEL}_served_accuracy"]
+    assert meta[f"{MODEL}_accuracy"] == meta["accuracy"] == meta[f"{MODEL}_served_accuracy"] == meta["served_accuracy"]
     assert "old_version" not in meta and "improvement" not in meta, "a first version has nothing to compare with"
     assert meta["active_version"] == meta["new_version"] == "1.0.0"
     assert all(len(str(v).split(".")[-1]) <= 4 for k, v in meta.items() if isinstance(v, float))
