@@ -123,6 +123,8 @@ predictions = sa.Table(
     sa.Column("prediction", sa.String(50), nullable=False),
     sa.Column("actual", sa.String(50)),  # filled in when the outcome is known
     sa.Index("ix_predictions_model_ts", "model_type", "ts"),
+    # covers the drift check's aggregation (one version's hits by day): read from the index alone
+    sa.Index("ix_predictions_drift", "model_type", "model_version", "ts", "prediction", "actual"),
 )
 LABEL_TABLES = {
     t.name: t for t in (climate_actions, disease_observations, irrigation_events, growth_observations)
@@ -171,6 +173,9 @@ def _engine(url: str) -> sa.Engine:
             cur.close()
 
     metadata.create_all(engine)
+    for table in metadata.sorted_tables:  # a database from an earlier release gets the newer indexes
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
     return engine
 
 

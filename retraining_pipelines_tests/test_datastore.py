@@ -110,3 +110,16 @@ def test_an_empty_database_answers_with_zero_not_an_error(tmp_path: Path) -> Non
     assert store.count_samples("disease") == 0
     with pytest.raises(InsufficientSamplesError, match="Insufficient samples: 0 < 50 for disease"):
         store.fetch_samples("disease")
+
+
+def test_an_older_database_gets_the_newer_indexes_when_opened(tmp_path: Path) -> None:
+    from retraining_pipelines import datastore
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    store = PlantDataStore(database_url=url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_predictions_drift"))
+    datastore._engine.cache_clear()  # a new process opening the file
+    with PlantDataStore(database_url=url).engine.connect() as conn:
+        names = {r[0] for r in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index'"))}
+    assert "ix_predictions_drift" in names
