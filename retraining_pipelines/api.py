@@ -91,6 +91,10 @@ class RollbackRequest(BaseModel):
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 503)}
 
 
+class _UnauthorizedError(Exception):
+    """A changing request without the configured bearer token (answered 401)."""
+
+
 def _status_and_type(err: RetrainingError, path_params: dict[str, Any]) -> tuple[int, str]:
     if isinstance(err, RetrainInProgress):
         return 409, "retrain_in_progress"
@@ -158,7 +162,7 @@ def create_app(service: AutomatedRetrainingService | None = None, token: str | N
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise _Unauthorized
+            raise _UnauthorizedError
 
     @app.exception_handler(RetrainingError)
     def _service_error(request: Request, err: RetrainingError) -> JSONResponse:
@@ -183,13 +187,6 @@ def create_app(service: AutomatedRetrainingService | None = None, token: str | N
     changes = [Depends(authorized)]
     _routes(app, svc, changes)
     return app
-
-
-class _UnauthorizedError(Exception):
-    pass
-
-
-_Unauthorized = _UnauthorizedError()
 
 
 def _routes(app: FastAPI, svc: Any, changes: list[Any]) -> None:

@@ -143,8 +143,6 @@ class DriftDetector:
         end: datetime | None = None, with_features: bool = True,
     ) -> DriftMetrics:
         """Drift of the active version from the prediction log (SQL aggregation) and recent inputs."""
-        if self.store is None:
-            raise InvalidFieldError("store", None, "a PlantDataStore to read the prediction log from")
         spec = get_spec(model_type)
         window_s = validation.time_range(window, "window")
         if threshold is not None:

@@ -87,17 +87,13 @@ def validate_job(
         if drift_threshold is not None:
             raise InvalidFieldError("drift_threshold", drift_threshold, "nothing for scheduled jobs (on_drift only)")
         schedule_time = validation.schedule_time(schedule_time if schedule_time is not None else DEFAULT_SCHEDULE_TIME)
+    validation.time_range(time_range)
     return JobSpec(
         model_type=model_type, schedule_type=schedule_type, schedule_day=schedule_day,
         schedule_time=schedule_time, timezone=validation.timezone(timezone), drift_threshold=drift_threshold,
         min_samples=spec.min_samples if min_samples is None else validation.min_samples(min_samples),
-        time_range=_checked_range(time_range),
+        time_range=time_range,
     )
-
-
-def _checked_range(time_range: object) -> str:
-    validation.time_range(time_range)
-    return time_range  # type: ignore[return-value]
 
 
 #: After drift the recent past is what a model must learn, so the seeded safety nets retrain on it.

@@ -37,7 +37,7 @@ from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
 from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.promotion import RetrainingResult
-from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS
+from retraining_pipelines.registry import TRIGGER_TAG, TRIGGERS, ModelStatus, ModelVersion
 from retraining_pipelines.runs import (
     PARTITION_TAG,
     RETRAIN_JOB,
@@ -86,6 +86,12 @@ class RetrainingJob:
                 "schedule_config": self.schedule_config, "last_run": stamp(self.last_run),
                 "next_run": stamp(self.next_run), "min_samples": self.min_samples, "time_range": self.time_range,
                 "last_outcome": self.last_outcome}
+
+
+def _summary(model_type: str, versions: list[ModelVersion]) -> dict[str, Any]:
+    active = next((v for v in versions if v.status == ModelStatus.ACTIVE), None)
+    return {"model_type": model_type, "active_version": active.version if active else None,
+            "metrics": active.metrics if active else None, "versions": len(versions)}
 
 
 @dataclass(frozen=True)
@@ -177,16 +183,13 @@ class AutomatedRetrainingService:
             job_id=job.job_id, model_type=job.model_type, schedule_type=job.schedule_type,
             schedule_config=job.schedule_config, last_run=last_run, next_run=next_run(job, now),
             min_samples=job.min_samples, time_range=job.time_range,
-            last_outcome=self._outcome(job.model_type, last[0].dagster_run) if last else None, last_run_id=run_id,
+            last_outcome=self._outcome(last[0].dagster_run) if last else None, last_run_id=run_id,
         )
 
-    def _outcome(self, model_type: str, run: dg.DagsterRun) -> str:
-        """promoted / rejected for finished retrains, else the run's own status."""
-        if run.status == dg.DagsterRunStatus.SUCCESS:
-            for entry in reversed(self.registry.audit_trail(model_type)):
-                if entry.run_id == run.run_id and entry.event in ("promoted", "rejected"):
-                    return entry.event
-        return run.status.value.lower()
+    def _outcome(self, run: dg.DagsterRun) -> str:
+        """promoted / rejected for finished retrains (as `describe_run` reads them), else the run's own status."""
+        outcome = describe_run(self.instance, run).outcome
+        return outcome if outcome in ("promoted", "rejected") else run.status.value.lower()
 
     def reload_code_location(self) -> bool:
         """Ask a running webserver to reload our code location so schedule changes show at once.
@@ -331,15 +334,12 @@ class AutomatedRetrainingService:
     # ------------------------------------------------------------------ models and health
     def model_summary(self, model_type: str) -> dict[str, Any]:
         """What is served for a model type: its active version and that version's validation metrics."""
-        versions = self.registry.list_versions(model_type)
-        active = next((v for v in versions if v.status.value == "active"), None)
-        return {"model_type": model_type, "active_version": active.version if active else None,
-                "metrics": active.metrics if active else None, "versions": len(versions)}
+        return _summary(model_type, self.registry.list_versions(model_type))
 
     def model_details(self, model_type: str) -> dict[str, Any]:
         """Every version of a model type (newest first) and its audit trail (oldest first)."""
         versions = self.registry.list_versions(model_type)
-        return {**self.model_summary(model_type), "versions": [v.to_dict() for v in versions],
+        return {**_summary(model_type, versions), "versions": [v.to_dict() for v in versions],
                 "audit_trail": [asdict(e) for e in self.registry.audit_trail(model_type)]}
 
     def health(self) -> dict[str, Any]:

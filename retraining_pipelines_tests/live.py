@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -10,13 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from retraining_pipelines import webserver
 from retraining_pipelines.webserver import launch_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,16 +30,8 @@ def free_port() -> int:
 
 
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as err:  # Dagster answers a PythonError result with HTTP 500, the error in the body
-        answer = json.load(err)
-    if answer.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {answer['errors']}")
-    return answer["data"]
+    """The `data` of one GraphQL request, through the project's own client (`webserver.graphql`)."""
+    return webserver.graphql(url, query, variables)
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -65,7 +55,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Callable[[], str] = 
         try:
             graphql(url, "{ version }")
             return
-        except (urllib.error.URLError, ConnectionError, OSError):
+        except webserver.WebserverUnavailable:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"the Dagster webserver did not start: {log()}") from None
             time.sleep(0.5)
