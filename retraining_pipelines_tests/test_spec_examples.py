@@ -115,6 +115,16 @@ retraining.add_job(
 retraining.remove_job(job_id=5)
 print("Retraining job removed")
 """),
+    ("Best practices: start with weekly retraining", """
+# Good default for production
+retraining.add_job(
+    model_type="climate_optimizer",
+    schedule_type="weekly",
+    schedule_day=2,  # Wednesday
+    schedule_time="03:00",
+    min_samples=100
+)
+"""),
     ("Best practices: combine scheduled + drift-triggered", """
 # Scheduled retraining as baseline
 retraining.add_job(
