@@ -22,7 +22,12 @@ from retraining_pipelines.drift import DRIFT_WINDOW, replay_predictions
 from retraining_pipelines.errors import InvalidFieldError, RetrainingError
 from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, demo_config, generate
 from retraining_pipelines.service import AutomatedRetrainingService
-from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, dagster_home
+from retraining_pipelines.settings import (
+    DATABASE_URL_ENV,
+    PROJECT_DAGSTER_HOME,
+    dagster_home,
+    export_for_dagster,
+)
 from retraining_pipelines.webserver import WEBSERVER_URL_ENV
 
 DEFAULT_WEBSERVER = "http://127.0.0.1:3000"  # where `retraining serve` (scripts/run) listens
@@ -98,7 +103,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     reaches both, and a SIGTERM to this process (what `kill`, systemd and docker send) stops the
     API, then asks `dagster dev` to shut down its webserver, daemon and code servers.
     """
-    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DAGSTER_HOME))
+    export_for_dagster()  # the processes started below read DAGSTER_HOME and dagster.yaml's env vars
     token = os.environ.get(api.TOKEN_ENV) or None
     api.check_bind(args.api_host, token)  # refuse an exposed API before starting anything
     dagster_home().mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         _stop(dagster)
     return dagster.returncode or 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """Become a Celery worker of the scaled-out deployment (the process is replaced: signals reach Celery)."""
+    from retraining_pipelines import workers  # dagster-celery: only the scaled-out deployment needs it
+
+    if not os.environ.get(DATABASE_URL_ENV):
+        raise InvalidFieldError(DATABASE_URL_ENV, None, "a PostgreSQL URL shared by the daemon and every worker "
+                                "(a worker of the embedded SQLite deployment would see none of its runs)")
+    validation.whole("concurrency", args.concurrency, 1, os.cpu_count() or 1)
+    export_for_dagster()  # the worker's tasks open the instance from DAGSTER_HOME
+    command = workers.worker_command(args.concurrency, args.name)
+    os.execv(command[0], command)
+    return 1  # not reached
 
 
 def _stop_when_exits(child: subprocess.Popen, server: Any) -> None:
@@ -328,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest.add_argument("--port", type=int, default=DEFAULT_API_PORT)
     rest.add_argument("--webserver", default=DEFAULT_WEBSERVER, help="the Dagster webserver that queues runs")
     rest.set_defaults(func=_cmd_api)
+    worker = sub.add_parser("worker", help="run a Celery worker of the scaled-out deployment (deploy/README.md)")
+    worker.add_argument("--concurrency", type=int, default=1, help="retrains at once (at most one per core)")
+    worker.add_argument("--name", help="the worker's Celery name (default: retrain-<pid>@<host>)")
+    worker.set_defaults(func=_cmd_worker)
     _add_job_commands(sub)
     args = parser.parse_args(argv)
     try:

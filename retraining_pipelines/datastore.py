@@ -18,11 +18,11 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from retraining_pipelines import validation
+from retraining_pipelines import sqlstore, validation
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.crops import CROPS_BY_NAME
 from retraining_pipelines.errors import InsufficientSamplesError, StorageError
-from retraining_pipelines.settings import plant_database_url
+from retraining_pipelines.settings import plant_database_url, with_installed_driver
 
 HOUR = 3600
 DAY = 86400
@@ -162,7 +162,7 @@ def _engine(url: str) -> sa.Engine:
     """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(with_installed_driver(url))
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -172,11 +172,15 @@ def _engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-    metadata.create_all(engine)
+    sqlstore.create_schema(engine, None, _create_tables)
+    return engine
+
+
+def _create_tables(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
     for table in metadata.sorted_tables:  # a database from an earlier release gets the newer indexes
         for index in table.indexes:
-            index.create(engine, checkfirst=True)
-    return engine
+            index.create(conn, checkfirst=True)
 
 
 class PlantDataStore(dg.ConfigurableResource):
@@ -197,7 +201,8 @@ class PlantDataStore(dg.ConfigurableResource):
         try:
             return _engine(self.url)
         except (sa.exc.SQLAlchemyError, OSError) as err:
-            raise StorageError("plant database", sa.engine.make_url(self.url).render_as_string(), err) from err
+            where = sa.make_url(self.url).render_as_string(hide_password=True)
+            raise StorageError("plant database", where, err) from err
 
     def is_empty(self) -> bool:
         with self.engine.connect() as conn:

@@ -8,18 +8,18 @@ one record of every run, not two that can disagree.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retraining_pipelines import validation
+import sqlalchemy as sa
+
+from retraining_pipelines import sqlstore, validation
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, StorageError
-from retraining_pipelines.settings import dagster_home
+from retraining_pipelines.settings import dagster_home, shared_database_url
 
 SCHEDULE_TYPES = ("daily", "weekly", "monthly", "on_drift")
 SCHEDULED = ("daily", "weekly", "monthly")
@@ -108,75 +108,70 @@ DEFAULT_JOBS: tuple[JobSpec, ...] = (
     validate_job("irrigation_threshold", "on_drift", drift_threshold=0.15, time_range=DRIFT_TIME_RANGE),
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id INTEGER PRIMARY KEY AUTOINCREMENT, model_type TEXT NOT NULL, schedule_type TEXT NOT NULL,
-    schedule_day INTEGER, schedule_time TEXT, timezone TEXT NOT NULL, drift_threshold REAL,
-    min_samples INTEGER NOT NULL, time_range TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+_COLUMNS = """model_type TEXT NOT NULL, schedule_type TEXT NOT NULL,
+    schedule_day INTEGER, schedule_time TEXT, timezone TEXT NOT NULL, drift_threshold DOUBLE PRECISION,
+    min_samples BIGINT NOT NULL, time_range TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL"""
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);;"
+_SCHEMA = {
+    "sqlite": f"CREATE TABLE IF NOT EXISTS jobs (job_id INTEGER PRIMARY KEY AUTOINCREMENT, {_COLUMNS});; {_META}",
+    "postgresql": f"CREATE TABLE IF NOT EXISTS jobs (job_id BIGSERIAL PRIMARY KEY, {_COLUMNS});; {_META}",
+}
+#: The PostgreSQL schema of the shared job store (Dagster has a `jobs` table of its own).
+SCHEMA_NAME = "retraining_jobs"
 
 
 class JobStore:
-    """SQLite file (default `DAGSTER_HOME/retraining_jobs.sqlite`); every write is one transaction."""
+    """Jobs in SQLite (default `DAGSTER_HOME/retraining_jobs.sqlite`) or the shared database; one transaction per write.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    `url` overrides where: a SQLAlchemy URL. `path` names the SQLite file (tests, the CLI).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, url: str | None = None) -> None:
         self.path = Path(path) if path else dagster_home() / "retraining_jobs.sqlite"
+        self.url = url or (None if path else shared_database_url()) or f"sqlite:///{self.path}"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise StorageError("job store", self.path, err) from err
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        try:
-            yield conn
-        finally:
-            conn.close()
+            if self.url.startswith("sqlite"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._engine = sqlstore.get_engine(self.url, SCHEMA_NAME)
+            sqlstore.create_schema(self._engine, SCHEMA_NAME, _SCHEMA[self._engine.dialect.name])
+        except (OSError, sa.exc.SQLAlchemyError) as err:
+            raise StorageError("job store", self.path if self.url.startswith("sqlite") else SCHEMA_NAME, err) from err
 
     def add(self, job: JobSpec) -> int:
-        with self._connect() as conn:
+        with sqlstore.write(self._engine, "jobs") as conn:
             return _insert(conn, job)
 
     def remove(self, job_id: int) -> None:
         validation.job_id(job_id)
-        with self._connect() as conn:
-            deleted = conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount
+        with sqlstore.write(self._engine, "jobs") as conn:
+            deleted = conn.execute(sa.text("DELETE FROM jobs WHERE job_id = :id"), {"id": job_id}).rowcount
         if not deleted:
             raise InvalidFieldError("job_id", job_id, self._ids_text())
 
     def get(self, job_id: int) -> StoredJob:
         validation.job_id(job_id)
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        with sqlstore.read(self._engine) as conn:
+            row = conn.execute(sa.text("SELECT * FROM jobs WHERE job_id = :id"), {"id": job_id}).mappings().first()
         if row is None:
             raise InvalidFieldError("job_id", job_id, self._ids_text())
         return _job(row)
 
     def list(self, schedule_type: str | None = None) -> list[StoredJob]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM jobs ORDER BY job_id").fetchall()
+        with sqlstore.read(self._engine) as conn:
+            rows = conn.execute(sa.text("SELECT * FROM jobs ORDER BY job_id")).mappings().all()
         jobs = [_job(r) for r in rows]
         return [j for j in jobs if schedule_type is None or j.schedule_type == schedule_type]
 
     def seed_defaults_once(self, defaults: tuple[JobSpec, ...] = DEFAULT_JOBS) -> bool:
         """Add the recommended jobs on first start only; a user's removals stay removed."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
-                conn.execute("ROLLBACK")
+        with sqlstore.write(self._engine, "jobs") as conn:
+            if conn.execute(sa.text("SELECT 1 FROM meta WHERE key = 'seeded'")).first():
                 return False
-            conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', ?)", (datetime.now(UTC).isoformat(),))
+            conn.execute(sa.text("INSERT INTO meta (key, value) VALUES ('seeded', :at)"),
+                         {"at": datetime.now(UTC).isoformat()})
             for job in defaults:
                 _insert(conn, job)
-            conn.execute("COMMIT")
         return True
 
     def _ids_text(self) -> str:
@@ -184,17 +179,16 @@ class JobStore:
         return f"an existing job id ({', '.join(map(str, ids))})" if ids else "an existing job id (there are none)"
 
 
-def _insert(conn: sqlite3.Connection, job: JobSpec) -> int:
-    cur = conn.execute(
-        "INSERT INTO jobs (model_type, schedule_type, schedule_day, schedule_time, timezone, "
-        "drift_threshold, min_samples, time_range, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job.model_type, job.schedule_type, job.schedule_day, job.schedule_time, job.timezone,
-         job.drift_threshold, job.min_samples, job.time_range, datetime.now(UTC).isoformat()),
-    )
-    return int(cur.lastrowid)
+def _insert(conn: sa.Connection, job: JobSpec) -> int:
+    values = {**asdict(job), "created_at": datetime.now(UTC).isoformat()}
+    columns = ("model_type", "schedule_type", "schedule_day", "schedule_time", "timezone", "drift_threshold",
+               "min_samples", "time_range", "created_at")
+    sql = (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+           "RETURNING job_id")
+    return int(conn.execute(sa.text(sql), {c: values[c] for c in columns}).scalar_one())
 
 
-def _job(row: sqlite3.Row) -> StoredJob:
+def _job(row: Mapping[str, Any]) -> StoredJob:
     return StoredJob(
         model_type=row["model_type"], schedule_type=row["schedule_type"], schedule_day=row["schedule_day"],
         schedule_time=row["schedule_time"], timezone=row["timezone"], drift_threshold=row["drift_threshold"],

@@ -3,16 +3,20 @@
 Layout: `<root>/<model_type>/<version>/model.joblib` + `metadata.json`, and `<root>/registry.sqlite`,
 the index and the source of truth. Guarantees:
 
+The index is SQLite in the directory by default; with `RETRAINING_DATABASE_URL` it is a schema
+(`model_registry`) in that PostgreSQL database, so several machines share one registry (the files
+then live in a directory they all mount). The guarantees hold on both:
+
 * Crash safety: a version is written to `<root>/.staging/`, fsynced, then renamed into place and
-  recorded in one SQLite transaction. A directory without an index row is invisible and is
+  recorded in one transaction. A directory without an index row is invisible and is
   cleared when its version number is next allocated.
-* Version numbers are allocated inside `BEGIN IMMEDIATE`, so two retrains (threads or processes)
-  never get the same number.
+* Version numbers are allocated inside a transaction that holds the index's write lock
+  (`sqlstore.write`), so two retrains (threads, processes or hosts) never get the same number.
 * Exactly one ACTIVE version per model type at every instant: a partial unique index forbids
   two, and every swap archives the old and activates the new in one transaction.
 * Loading reads the artifact's bytes once, checks their SHA-256 against the index, and unpickles
   those same bytes: a changed or truncated file is refused, never executed.
-* The audit trail is append-only (SQLite triggers reject UPDATE and DELETE).
+* The audit trail is append-only (triggers in the database reject UPDATE and DELETE).
 * Only a version that was served before (promoted by the gate) can be made ACTIVE again by
   `rollback` or `set_model_status`: a never-gated candidate, a rejected or an abandoned version
   never reaches users by a side door.
@@ -29,12 +33,11 @@ import math
 import os
 import platform
 import shutil
-import sqlite3
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,17 +48,21 @@ import joblib
 import numpy as np
 import pandas as pd
 import sklearn
+import sqlalchemy as sa
 from sklearn.exceptions import InconsistentVersionWarning
 
-from retraining_pipelines import validation
+from retraining_pipelines import sqlstore, validation
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError, StorageError
+from retraining_pipelines.settings import shared_database_url
 from retraining_pipelines.versioning import BumpType, bump_for_retrain, bump_version, parse_version
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
 REFERENCE = "reference.csv"  # a sample of the training inputs: data, never unpickled
 INDEX = "registry.sqlite"
+#: The PostgreSQL schema that holds the index when it is shared.
+INDEX_SCHEMA = "model_registry"
 STAGING = ".staging"
 TRIGGERS = ("manual", "scheduled", "drift", "backfill")
 TRIGGER_TAG = "retraining/trigger"
@@ -174,31 +181,46 @@ class AuditEntry:
     run_id: str | None
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
+_COLUMNS = """
     model_type TEXT NOT NULL, version TEXT NOT NULL,
     major INTEGER NOT NULL, minor INTEGER NOT NULL, patch INTEGER NOT NULL,
-    status TEXT NOT NULL, sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at TEXT NOT NULL,
-    metrics TEXT NOT NULL, feature_names TEXT NOT NULL, training_samples INTEGER NOT NULL,
-    training_duration REAL NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL, sha256 TEXT NOT NULL, size_bytes BIGINT NOT NULL, created_at TEXT NOT NULL,
+    metrics TEXT NOT NULL, feature_names TEXT NOT NULL, training_samples BIGINT NOT NULL,
+    training_duration DOUBLE PRECISION NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
     data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
     numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
-    train_start_ts INTEGER, train_end_ts INTEGER, reference_sha256 TEXT, metadata_sha256 TEXT,
+    train_start_ts BIGINT, train_end_ts BIGINT, reference_sha256 TEXT, metadata_sha256 TEXT,
     PRIMARY KEY (model_type, version)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, model_type TEXT NOT NULL,
-    event TEXT NOT NULL, from_version TEXT, to_version TEXT, reason TEXT NOT NULL,
-    trigger TEXT NOT NULL, run_id TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);
-CREATE INDEX IF NOT EXISTS versions_by_run ON versions (run_id);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
+_AUDIT_COLUMNS = """at TEXT NOT NULL, model_type TEXT NOT NULL,
+    event TEXT NOT NULL, from_version TEXT, to_version TEXT, reason TEXT NOT NULL,
+    trigger TEXT NOT NULL, run_id TEXT"""
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';;
+CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);;
+CREATE INDEX IF NOT EXISTS versions_by_run ON versions (run_id);;
+"""
+#: Statements separated by `;;` (a trigger body has its own `;`).
+_SCHEMA = {
+    "sqlite": f"""
+CREATE TABLE IF NOT EXISTS versions ({_COLUMNS});;
+CREATE TABLE IF NOT EXISTS audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, {_AUDIT_COLUMNS});;
+{_INDEXES}
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;;
+""",
+    "postgresql": f"""
+CREATE TABLE IF NOT EXISTS versions ({_COLUMNS});;
+CREATE TABLE IF NOT EXISTS audit_log (id BIGSERIAL PRIMARY KEY, {_AUDIT_COLUMNS});;
+{_INDEXES}
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;;
+CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();;
+""",
+}
 #: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
 _ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER", "reference_sha256": "TEXT",
                   "metadata_sha256": "TEXT"}
@@ -248,55 +270,67 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-class ModelRegistry:
-    """A registry directory. Cheap to construct; every call opens its own SQLite connection."""
+def _q(conn: sa.Connection, sql: str, **params: Any) -> sa.CursorResult:
+    return conn.execute(sa.text(sql), params)
 
-    def __init__(self, root: str | os.PathLike[str], keep_archived: int = DEFAULT_KEEP_ARCHIVED) -> None:
+
+def _rows(conn: sa.Connection, sql: str, **params: Any) -> list[sa.RowMapping]:
+    return list(_q(conn, sql, **params).mappings())
+
+
+def _row(conn: sa.Connection, sql: str, **params: Any) -> sa.RowMapping | None:
+    return _q(conn, sql, **params).mappings().first()
+
+
+class ModelRegistry:
+    """A registry directory and its index. Cheap to construct; the index engine is shared per process.
+
+    `index_url`: the index's SQLAlchemy URL. Unset: `RETRAINING_DATABASE_URL` when the deployment
+    shares one database, else `<root>/registry.sqlite`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], keep_archived: int = DEFAULT_KEEP_ARCHIVED,
+                 index_url: str | None = None) -> None:
         self.keep_archived = validation.whole("keep_archived", keep_archived, 0, 10**6)
         self.root = validation.directory("root", root)
+        self.index_url = index_url or shared_database_url() or f"sqlite:///{self.root / INDEX}"
         try:
             self._open()
-        except (OSError, sqlite3.Error) as err:
-            raise StorageError("model registry", self.root, err) from err
+        except (OSError, sa.exc.SQLAlchemyError) as err:
+            raise StorageError("model registry", self._where, err) from err
         self._clear_stale_staging()
+
+    @property
+    def _where(self) -> str:
+        """Where the registry lives, for error messages (never the database password)."""
+        if self.index_url.startswith("sqlite"):
+            return str(self.root)
+        return f"{self.root} (index: {sa.make_url(self.index_url).render_as_string(hide_password=True)})"
 
     def _open(self) -> None:
         """Create the directory and the index (or bring an older index's schema up to date)."""
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
+        self._engine = sqlstore.get_engine(self.index_url, INDEX_SCHEMA)
+        sqlstore.create_schema(self._engine, INDEX_SCHEMA, _SCHEMA[self._engine.dialect.name])
+        if not sqlstore.is_sqlite(self._engine):
+            return  # created by this release, with every column
         with self._connect() as conn:
-            conn.executescript(_SCHEMA)
-            present = {row["name"] for row in conn.execute("PRAGMA table_info(versions)")}
+            present = {row["name"] for row in _rows(conn, "PRAGMA table_info(versions)")}
             for column, kind in _ADDED_COLUMNS.items():
                 if column not in present:
                     try:
-                        conn.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
-                    except sqlite3.OperationalError as err:  # another process migrated it first
+                        conn.exec_driver_sql(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+                    except sa.exc.OperationalError as err:  # another process migrated it first
                         if "duplicate column" not in str(err):
                             raise
 
     # ------------------------------------------------------------------ connections
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.root / INDEX, timeout=60, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> AbstractContextManager[sa.Connection]:
+        return sqlstore.read(self._engine)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds SQLite's write lock from its first statement."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sa.Connection]:
+        """A write transaction that holds the index's write lock from its first statement."""
+        return sqlstore.write(self._engine, "versions")
 
     # ------------------------------------------------------------------ registration
     def register_model(
@@ -341,8 +375,8 @@ class ModelRegistry:
             for name, data in files.items():
                 _write_synced(staging / name, data)
             record = self._commit_version(model_type, staging, files, metadata, schema, bump, status)
-        except (OSError, sqlite3.OperationalError) as err:  # a full or read-only disk: nothing was registered
-            raise StorageError("model registry", self.root, err) from err
+        except (OSError, sa.exc.OperationalError) as err:  # a full or read-only disk: nothing was registered
+            raise StorageError("model registry", self._where, err) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return record
@@ -365,10 +399,8 @@ class ModelRegistry:
         """
         payload = files[ARTIFACT]
         with self._transaction() as conn:
-            latest = conn.execute(
-                f"SELECT version, schema_fingerprint FROM versions WHERE model_type = ? {_ORDER} LIMIT 1",
-                (model_type,),
-            ).fetchone()
+            latest = _row(conn, f"SELECT version, schema_fingerprint FROM versions WHERE model_type = :mt {_ORDER} "
+                          "LIMIT 1", mt=model_type)
             previous = latest["version"] if latest else None
             version = bump_version(previous, bump or bump_for_retrain(latest and latest["schema_fingerprint"], schema))
             if meta.version is not None and meta.version != version:
@@ -392,12 +424,8 @@ class ModelRegistry:
             }
             described = json.dumps(row, indent=2).encode()
             row["metadata_sha256"] = hashlib.sha256(described).hexdigest()
-            major, minor, patch = parse_version(version)
-            conn.execute(
-                f"INSERT INTO versions ({', '.join(row)}, major, minor, patch) "
-                f"VALUES ({', '.join('?' * len(row))}, ?, ?, ?)",
-                (*row.values(), major, minor, patch),
-            )
+            row["major"], row["minor"], row["patch"] = parse_version(version)
+            _q(conn, f"INSERT INTO versions ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", **row)
             self._audit(conn, model_type, "registered", previous, version, "new version registered",
                         meta.trigger, meta.run_id)
             _write_synced(staging / METADATA, described)
@@ -407,7 +435,7 @@ class ModelRegistry:
         return self.get_version(model_type, version)
 
     # ------------------------------------------------------------------ queries
-    def _record(self, row: sqlite3.Row) -> ModelVersion:
+    def _record(self, row: Mapping[str, Any]) -> ModelVersion:
         return ModelVersion(
             model_type=row["model_type"], version=row["version"], status=ModelStatus(row["status"]),
             sha256=row["sha256"], size_bytes=row["size_bytes"],
@@ -426,19 +454,17 @@ class ModelRegistry:
         """Every version (newest first), or those of one model type."""
         with self._connect() as conn:
             if model_type is None:
-                rows = conn.execute(f"SELECT * FROM versions ORDER BY model_type, {_NEWEST_FIRST}").fetchall()
+                rows = _rows(conn, f"SELECT * FROM versions ORDER BY model_type, {_NEWEST_FIRST}")
             else:
                 get_spec(model_type)
-                rows = conn.execute(f"SELECT * FROM versions WHERE model_type = ? {_ORDER}", (model_type,)).fetchall()
+                rows = _rows(conn, f"SELECT * FROM versions WHERE model_type = :mt {_ORDER}", mt=model_type)
         return [self._record(r) for r in rows]
 
     def get_version(self, model_type: str, version: str) -> ModelVersion:
         get_spec(model_type)
         parse_version(version)
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT * FROM versions WHERE model_type = ? AND version = ?", (model_type, version)
-            ).fetchone()
+            row = _row(conn, "SELECT * FROM versions WHERE model_type = :mt AND version = :v", mt=model_type, v=version)
         if row is None:
             known = [v.version for v in self.list_versions(model_type)] or "none registered yet"
             raise InvalidFieldError("version", version, known)
@@ -452,10 +478,7 @@ class ModelRegistry:
     def get_active_version(self, model_type: str) -> str | None:
         get_spec(model_type)
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT version FROM versions WHERE model_type = ? AND status = 'active'", (model_type,)
-            ).fetchone()
-        return row["version"] if row else None
+            return self._active_in(conn, model_type)
 
     def get_previous_version(self, model_type: str, current_version: str | None = None) -> str | None:
         """The newest ARCHIVED version below `current_version` (default: the active one).
@@ -475,11 +498,10 @@ class ModelRegistry:
     def audit_trail(self, model_type: str | None = None) -> list[AuditEntry]:
         with self._connect() as conn:
             if model_type is None:
-                rows = conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
+                rows = _rows(conn, "SELECT * FROM audit_log ORDER BY id")
             else:
                 get_spec(model_type)
-                query = "SELECT * FROM audit_log WHERE model_type = ? ORDER BY id"
-                rows = conn.execute(query, (model_type,)).fetchall()
+                rows = _rows(conn, "SELECT * FROM audit_log WHERE model_type = :mt ORDER BY id", mt=model_type)
         return [AuditEntry(**dict(r)) for r in rows]
 
     # ------------------------------------------------------------------ loading
@@ -613,8 +635,8 @@ class ModelRegistry:
         if status == ModelStatus.ARCHIVED:
             self._require_served(record, "archived")
         with self._transaction() as conn:
-            conn.execute("UPDATE versions SET status = ? WHERE model_type = ? AND version = ?",
-                         (status.value, model_type, version))
+            _q(conn, "UPDATE versions SET status = :s WHERE model_type = :mt AND version = :v",
+               s=status.value, mt=model_type, v=version)
             self._audit(conn, model_type, f"set_{status.value}", record.status.value, version, reason, trigger, run_id)
 
     def _hand_over(self, record: ModelVersion, reason: str, trigger: str, run_id: str | None) -> None:
@@ -637,11 +659,8 @@ class ModelRegistry:
     def was_served(self, model_type: str, version: str) -> bool:
         """Whether the version was ever active (promoted by the gate, or restored after that)."""
         with self._connect() as conn:
-            row = conn.execute(
-                f"SELECT 1 FROM audit_log WHERE model_type = ? AND to_version = ? AND event IN "
-                f"({', '.join('?' * len(SERVING_EVENTS))}) LIMIT 1",
-                (model_type, version, *SERVING_EVENTS),
-            ).fetchone()
+            row = _row(conn, f"SELECT 1 FROM audit_log WHERE model_type = :mt AND to_version = :v AND event IN "
+                             f"({', '.join(repr(e) for e in SERVING_EVENTS)}) LIMIT 1", mt=model_type, v=version)
         return row is not None
 
     def _require_served(self, record: ModelVersion, action: str) -> None:
@@ -681,8 +700,8 @@ class ModelRegistry:
         if record.status != ModelStatus.CANDIDATE:
             raise RegistryError(f"{model_type} v{version} is {record.status.value}; only a candidate can be rejected.")
         with self._transaction() as conn:
-            conn.execute("UPDATE versions SET status = 'rejected' WHERE model_type = ? AND version = ?",
-                         (model_type, version))
+            _q(conn, "UPDATE versions SET status = 'rejected' WHERE model_type = :mt AND version = :v",
+               mt=model_type, v=version)
             active = self._active_in(conn, model_type)
             self._audit(conn, model_type, "rejected", active, version, reason, trigger, run_id)
         self._apply_retention(model_type)
@@ -695,11 +714,9 @@ class ModelRegistry:
         """
         reason = _event_reason(reason, "manual")
         with self._transaction() as conn:
-            updated = conn.execute(
-                "UPDATE versions SET status = 'abandoned' "
-                "WHERE model_type = ? AND version = ? AND status = 'candidate'",
-                (model_type, version),
-            ).rowcount
+            updated = _q(conn, "UPDATE versions SET status = 'abandoned' "
+                         "WHERE model_type = :mt AND version = :v AND status = 'candidate'", mt=model_type, v=version
+                         ).rowcount
             if updated:
                 self._audit(conn, model_type, "abandoned", self._active_in(conn, model_type), version, reason,
                             "manual", run_id)
@@ -710,16 +727,15 @@ class ModelRegistry:
     def candidates(self) -> list[ModelVersion]:
         """Every version still waiting for the gate, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM versions WHERE status = 'candidate' ORDER BY created_at").fetchall()
+            rows = _rows(conn, "SELECT * FROM versions WHERE status = 'candidate' ORDER BY created_at")
         return [self._record(r) for r in rows]
 
     def version_of_run(self, model_type: str, run_id: str) -> ModelVersion | None:
         """The version a run registered (a run trains one model), or None."""
         get_spec(model_type)
         with self._connect() as conn:
-            row = conn.execute(
-                f"SELECT * FROM versions WHERE model_type = ? AND run_id = ? {_ORDER} LIMIT 1", (model_type, run_id)
-            ).fetchone()
+            row = _row(conn, f"SELECT * FROM versions WHERE model_type = :mt AND run_id = :run {_ORDER} LIMIT 1",
+                       mt=model_type, run=run_id)
         return self._record(row) if row else None
 
     def rollback(
@@ -767,36 +783,32 @@ class ModelRegistry:
                 return old
             if if_active_is is not None and old != if_active_is[0]:
                 raise ActiveVersionChanged(record.model_type, if_active_is[0], old)
-            current = conn.execute("SELECT status FROM versions WHERE model_type = ? AND version = ?",
-                                   (record.model_type, record.version)).fetchone()["status"]
+            current = _row(conn, "SELECT status FROM versions WHERE model_type = :mt AND version = :v",
+                           mt=record.model_type, v=record.version)["status"]
             if current in (ModelStatus.PURGED, ModelStatus.ABANDONED):  # changed since it was read
                 raise RegistryError(f"{record.model_type} v{record.version} is {current} and cannot be activated.")
-            conn.execute("UPDATE versions SET status = 'archived' WHERE model_type = ? AND status = 'active'",
-                         (record.model_type,))
-            conn.execute("UPDATE versions SET status = 'active' WHERE model_type = ? AND version = ?",
-                         (record.model_type, record.version))
+            _q(conn, "UPDATE versions SET status = 'archived' WHERE model_type = :mt AND status = 'active'",
+               mt=record.model_type)
+            _q(conn, "UPDATE versions SET status = 'active' WHERE model_type = :mt AND version = :v",
+               mt=record.model_type, v=record.version)
             self._audit(conn, record.model_type, event, old, record.version, reason, trigger, run_id)
         self._apply_retention(record.model_type)
         return old
 
     @staticmethod
-    def _active_in(conn: sqlite3.Connection, model_type: str) -> str | None:
-        row = conn.execute(
-            "SELECT version FROM versions WHERE model_type = ? AND status = 'active'", (model_type,)
-        ).fetchone()
+    def _active_in(conn: sa.Connection, model_type: str) -> str | None:
+        row = _row(conn, "SELECT version FROM versions WHERE model_type = :mt AND status = 'active'", mt=model_type)
         return row["version"] if row else None
 
     @staticmethod
-    def _audit(conn: sqlite3.Connection, model_type: str, event: str, from_version: str | None,
+    def _audit(conn: sa.Connection, model_type: str, event: str, from_version: str | None,
                to_version: str | None, reason: str, trigger: str, run_id: str | None) -> None:
         """Every state change goes through here, inside its transaction: a bad trigger undoes it."""
         if trigger not in TRIGGERS:
             raise InvalidFieldError("trigger", trigger, TRIGGERS)
-        conn.execute(
-            "INSERT INTO audit_log (at, model_type, event, from_version, to_version, reason, trigger, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), model_type, event, from_version, to_version, reason, trigger, run_id),
-        )
+        _q(conn, "INSERT INTO audit_log (at, model_type, event, from_version, to_version, reason, trigger, run_id) "
+           "VALUES (:at, :mt, :event, :old, :new, :reason, :trigger, :run)", at=_now(), mt=model_type, event=event,
+           old=from_version, new=to_version, reason=reason, trigger=trigger, run=run_id)
 
     # ------------------------------------------------------------------ housekeeping
     def _apply_retention(self, model_type: str) -> None:
@@ -810,8 +822,8 @@ class ModelRegistry:
             return
         with self._transaction() as conn:
             for record in doomed:
-                conn.execute("UPDATE versions SET status = 'purged' WHERE model_type = ? AND version = ? "
-                             "AND status = ?", (model_type, record.version, record.status.value))
+                _q(conn, "UPDATE versions SET status = 'purged' WHERE model_type = :mt AND version = :v "
+                   "AND status = :s", mt=model_type, v=record.version, s=record.status.value)
                 self._audit(conn, model_type, "purged", None, record.version,
                             f"retention keeps {self.keep_archived} {record.status.value} versions", "manual", None)
         for record in doomed:

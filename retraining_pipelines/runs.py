@@ -43,6 +43,8 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 PID_TAG = "retraining/pid"
 HOST_TAG = "retraining/host"
 PROCESS_START_TAG = "retraining/process_start"
+#: dagster-celery's tag naming the Celery task that executes a run (the scaled-out deployment).
+CELERY_TASK_TAG = "dagster-celery/task_id"
 #: Runs in these states have a process that should be alive.
 LIVE_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 #: A run in one of these states will never reach the gate.
@@ -81,10 +83,12 @@ def process_alive(pid: int, started: str = "") -> bool:
 
 
 def _dead_worker(run: dg.DagsterRun) -> str | None:
-    """Why the run's process is known to be gone, or None (alive, elsewhere, or unknown)."""
+    """Why the run's process is known to be gone, or None (alive, or unknown)."""
     tags = run.tags
-    if PID_TAG not in tags or tags.get(HOST_TAG) != socket.gethostname():
+    if PID_TAG not in tags:
         return None
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return _lost_celery_task(run) if CELERY_TASK_TAG in tags else None
     try:
         pid = int(tags[PID_TAG])
     except ValueError:
@@ -93,6 +97,22 @@ def _dead_worker(run: dg.DagsterRun) -> str | None:
         return None
     return (f"its process (pid {pid} on {tags[HOST_TAG]}) is gone: killed or crashed while the run was "
             f"{run.status.value}")
+
+
+def _lost_celery_task(run: dg.DagsterRun) -> str | None:
+    """A run on another host's Celery worker is dead when no live worker reports its task as active.
+
+    A pid means nothing across hosts; the workers themselves answer (the whole worker host may be
+    gone, which leaves the task STARTED in the result backend forever, so Dagster's own run
+    monitoring would wait for it).
+    """
+    from retraining_pipelines import workers  # dagster-celery: only where runs carry its task tag
+
+    task_id = run.tags[CELERY_TASK_TAG]
+    if workers.task_is_active(task_id) is not False:
+        return None
+    return (f"no Celery worker runs its task {task_id} any more (its worker on {run.tags.get(HOST_TAG)} was "
+            f"killed or lost) while the run was {run.status.value}")
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:

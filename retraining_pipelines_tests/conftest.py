@@ -34,7 +34,8 @@ def isolated_dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for var in ("PLANT_DATABASE_URL", "MODEL_REGISTRY_DIR", "ENABLE_AUTOMATED_RETRAINING", "NOTIFY_WEBHOOK_URL"):
+    for var in ("PLANT_DATABASE_URL", "MODEL_REGISTRY_DIR", "ENABLE_AUTOMATED_RETRAINING", "NOTIFY_WEBHOOK_URL",
+                "RETRAINING_DATABASE_URL", "RETRAINING_CELERY_BROKER", "RETRAINING_CELERY_BACKEND"):
         monkeypatch.delenv(var, raising=False)
     yield home
     wait_for_deliveries()  # webhook deliveries run on threads: let them finish inside their own test
