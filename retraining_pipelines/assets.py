@@ -5,12 +5,14 @@ partition retrains that model type; a backfill over partitions retrains several.
 checks block the run before any training happens on bad data.
 """
 
+import os
 import warnings
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
@@ -22,7 +24,8 @@ from retraining_pipelines.notifications import Notifier, retrained_event
 from retraining_pipelines.promotion import GateOutcome, RetrainingResult, run_gate
 from retraining_pipelines.registry import trigger_from_tags
 from retraining_pipelines.runs import tag_run_worker
-from retraining_pipelines.training import TrainedModel, time_split, train_model, validate_model
+from retraining_pipelines.settings import runs_per_machine
+from retraining_pipelines.training import TrainedModel, threads_per_run, time_split, train_model, validate_model
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
@@ -78,6 +81,18 @@ def require_recorded_instance(instance: dg.DagsterInstance) -> None:
             "`export DAGSTER_HOME=$PWD/dagster_home`, and run again. Nothing was changed.",
             allow_retries=False,
         )
+
+
+def fit_to_machine(instance: dg.DagsterInstance) -> int:
+    """Cap this process's math threads by the thread rule (`training.threads_per_run`); returns the cap.
+
+    Retrains sharing a machine are the worker's concurrency when a Celery worker runs this, else the
+    instance's `max_concurrent_runs` (the embedded daemon starts them all here).
+    """
+    runs = runs_per_machine() or instance.get_concurrency_config().run_queue_config.max_concurrent_runs or 1
+    threads = threads_per_run(os.cpu_count() or 1, runs)
+    threadpool_limits(limits=threads)  # this process only: a run's steps share it (in-process executor)
+    return threads
 
 
 def _check(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
@@ -223,6 +238,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
     whether it becomes the active one.
     """
     require_recorded_instance(context.instance)
+    threads = fit_to_machine(context.instance)
     split = time_split(engineered_features)
     model = train_model(engineered_features, split)
     model.metrics = validate_model(model.estimator, split.X_holdout, split.y_holdout, get_spec(model.model_type))
@@ -232,6 +248,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
         model,
         metadata={
             "estimator": type(model.estimator).__name__,
+            "threads": dg.MetadataValue.int(threads),
             "training_samples": dg.MetadataValue.int(model.training_samples),
             "training_duration": dg.MetadataValue.float(model.training_duration),
             "hyperparameters": dg.MetadataValue.json(model.hyperparameters),
@@ -267,6 +284,7 @@ def validation_metrics(
     improvement across versions.
     """
     require_recorded_instance(context.instance)
+    fit_to_machine(context.instance)  # both versions predict under the same cap as training
     spec = get_spec(trained_model.model_type)
     try:
         outcome = run_gate(model_registry.get(), trained_model, engineered_features,

@@ -146,7 +146,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     validation.whole("concurrency", args.concurrency, 1, os.cpu_count() or 1)
     export_for_dagster()  # the worker's tasks open the instance from DAGSTER_HOME
     command = workers.worker_command(args.concurrency, args.name)
-    os.execv(command[0], command)
+    os.execve(command[0], command, {**os.environ, **workers.worker_env(args.concurrency)})
     return 1  # not reached
 
 

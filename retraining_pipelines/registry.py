@@ -199,6 +199,7 @@ _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_version ON versions (model_type) WHERE status = 'active';;
 CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);;
 CREATE INDEX IF NOT EXISTS versions_by_run ON versions (run_id);;
+CREATE INDEX IF NOT EXISTS versions_by_status ON versions (model_type, status, major, minor, patch);;
 """
 #: Statements separated by `;;` (a trigger body has its own `;`).
 _SCHEMA = {
@@ -472,8 +473,10 @@ class ModelRegistry:
 
     def get_latest_version(self, model_type: str) -> str | None:
         """The highest version number ever registered for the model type (any status)."""
-        versions = self.list_versions(model_type)
-        return versions[0].version if versions else None
+        get_spec(model_type)
+        with self._connect() as conn:
+            row = _row(conn, f"SELECT version FROM versions WHERE model_type = :mt {_ORDER} LIMIT 1", mt=model_type)
+        return row["version"] if row else None
 
     def get_active_version(self, model_type: str) -> str | None:
         get_spec(model_type)
@@ -489,11 +492,12 @@ class ModelRegistry:
         current = current_version or self.get_active_version(model_type)
         if current is None:
             return None
-        key = parse_version(current)
-        for record in self.list_versions(model_type):
-            if record.status == ModelStatus.ARCHIVED and parse_version(record.version) < key:
-                return record.version
-        return None
+        major, minor, patch = parse_version(current)
+        with self._connect() as conn:
+            row = _row(conn, "SELECT version FROM versions WHERE model_type = :mt AND status = 'archived' AND "
+                             "(major < :a OR (major = :a AND minor < :b) OR (major = :a AND minor = :b AND "
+                             f"patch < :c)) {_ORDER} LIMIT 1", mt=model_type, a=major, b=minor, c=patch)
+        return row["version"] if row else None
 
     def audit_trail(self, model_type: str | None = None) -> list[AuditEntry]:
         with self._connect() as conn:
@@ -814,20 +818,23 @@ class ModelRegistry:
     def _apply_retention(self, model_type: str) -> None:
         """Keep the newest `keep_archived` archived, rejected and abandoned versions; never the active or previous."""
         protected = {self.get_active_version(model_type), self.get_previous_version(model_type)}
-        doomed: list[ModelVersion] = []
+        doomed: list[tuple[str, str]] = []  # (version, status); only the columns retention needs, not records
         for status in (ModelStatus.ARCHIVED, ModelStatus.REJECTED, ModelStatus.ABANDONED):
-            same = [v for v in self.list_versions(model_type) if v.status == status and v.version not in protected]
-            doomed += same[self.keep_archived :]
+            with self._connect() as conn:
+                rows = _rows(conn, f"SELECT version FROM versions WHERE model_type = :mt AND status = :s {_ORDER}",
+                             mt=model_type, s=status.value)
+            same = [r["version"] for r in rows if r["version"] not in protected]
+            doomed += [(version, status.value) for version in same[self.keep_archived :]]
         if not doomed:
             return
         with self._transaction() as conn:
-            for record in doomed:
+            for version, status in doomed:
                 _q(conn, "UPDATE versions SET status = 'purged' WHERE model_type = :mt AND version = :v "
-                   "AND status = :s", mt=model_type, v=record.version, s=record.status.value)
-                self._audit(conn, model_type, "purged", None, record.version,
-                            f"retention keeps {self.keep_archived} {record.status.value} versions", "manual", None)
-        for record in doomed:
-            shutil.rmtree(record.path.parent, ignore_errors=True)
+                   "AND status = :s", mt=model_type, v=version, s=status)
+                self._audit(conn, model_type, "purged", None, version,
+                            f"retention keeps {self.keep_archived} {status} versions", "manual", None)
+        for version, _status in doomed:
+            shutil.rmtree(self.root / model_type / version, ignore_errors=True)
 
     def _clear_stale_staging(self) -> None:
         """Remove staging dirs of registrations that crashed long ago (live ones are recent)."""

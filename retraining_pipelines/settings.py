@@ -55,6 +55,19 @@ def export_for_dagster() -> Path:
     return home
 
 
+RUNS_PER_MACHINE_ENV = "RETRAINING_RUNS_PER_MACHINE"
+
+
+def runs_per_machine() -> int | None:
+    """How many retrains may share this machine's cores, when the process knows better than the instance.
+
+    `retraining worker --concurrency N` sets it for its pool processes; the embedded deployment
+    leaves it unset and the instance's `max_concurrent_runs` (all on this machine) decides.
+    """
+    value = os.environ.get(RUNS_PER_MACHINE_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def plant_database_url() -> str:
     """SQLAlchemy URL of the plant data store: `PLANT_DATABASE_URL`, the shared database, else SQLite in home."""
     return (os.environ.get("PLANT_DATABASE_URL") or shared_database_url()

@@ -80,6 +80,17 @@ def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION)
     )
 
 
+def threads_per_run(cores: int, runs_on_machine: int) -> int:
+    """The thread rule: the cores divided among the retrains that may run on this machine at once.
+
+    HistGradientBoosting fits with one OpenMP thread per core by default; two such fits on two cores
+    run four threads that preempt each other, and each finishes later than if it had run alone on
+    one core (measured in BENCHMARKS.md, *Scale-out*). RandomForest is pinned to one job in the
+    catalog for the same reason.
+    """
+    return max(1, cores // max(1, runs_on_machine))
+
+
 def train_model(features: FeatureSet, split: TimeSplit | None = None) -> TrainedModel:
     """Fit the catalog's estimator on the training part of the time split."""
     spec = get_spec(features.model_type)

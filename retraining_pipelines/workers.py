@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from typing import Any
 
@@ -96,13 +95,17 @@ def task_is_active(task_id: str, timeout_s: float = 3.0) -> bool | None:
     return any(task.get("id") == task_id for tasks in active.values() for task in tasks)
 
 
+def worker_env(concurrency: int) -> dict[str, str]:
+    """What a worker's pool processes need to know: how many retrains share this machine (the thread rule).
+
+    One worker per machine: its concurrency. Several workers on one machine: set
+    RETRAINING_RUNS_PER_MACHINE to their total yourself, and it is kept.
+    """
+    return {settings.RUNS_PER_MACHINE_ENV: os.environ.get(settings.RUNS_PER_MACHINE_ENV) or str(concurrency)}
+
+
 def worker_command(concurrency: int = 1, name: str | None = None) -> list[str]:
     """The command line of one worker; `concurrency` runs at once (one per core is the most that helps)."""
     return [sys.executable, "-m", "celery", "-A", "retraining_pipelines.workers", "worker", "-Q", QUEUE,
             "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "INFO",
             "--hostname", name or f"retrain-{os.getpid()}@{socket.gethostname()}"]
-
-
-def start_worker(concurrency: int = 1, name: str | None = None) -> int:
-    """Run one worker in the foreground until it is stopped; returns its exit code."""
-    return subprocess.call(worker_command(concurrency, name))
