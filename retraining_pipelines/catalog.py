@@ -140,6 +140,8 @@ class ModelSpec:
 
 
 _CLIMATE = ("temperature", "humidity", "vpd", "co2", "light")
+#: Threads: RandomForest fits on one job, HistGradientBoosting on the OpenMP threads the run is
+#: allowed (`training.threads_per_run`: the cores divided by the retrains sharing the machine).
 _RF = {"n_estimators": 150, "max_depth": 14, "min_samples_leaf": 2, "n_jobs": 1, "random_state": 0}
 _HGB = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31, "random_state": 0}
 
