@@ -135,6 +135,17 @@ def wait_for_run(url: str, run_id: str, timeout: float = 300) -> str:
     raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s")
 
 
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 3.0) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fails naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+
+
 def start_sensor(url: str, name: str) -> None:
     answer = graphql(url, START_SENSOR, {"selector": {**REPOSITORY, "sensorName": name}})["startSensor"]
     if answer["__typename"] != "Sensor":

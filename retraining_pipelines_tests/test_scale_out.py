@@ -216,16 +216,6 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
         worker.wait(timeout=30)
 
 
-def wait_for(condition, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
-
-
 def test_celery_workers_run_retrains_hold_the_per_model_limit_and_survive_a_killed_worker(
     tmp_path: Path, database: str, celery_urls: tuple[str, str], plant_data: PlantData,
     monkeypatch: pytest.MonkeyPatch
@@ -264,18 +254,21 @@ def test_celery_workers_run_retrains_hold_the_per_model_limit_and_survive_a_kill
             # 3. kill -9 a whole worker mid-run, as if its machine vanished: the run fails, the registry holds
             active_before = registry.get_active_version("growth_stage")
             doomed = live.launch_retrain(url, "growth_stage")
-            tags = wait_for(lambda: PID_TAG in instance.get_run_by_id(doomed).tags
-                            and instance.get_run_by_id(doomed).tags, 120, "the retrain starting on a worker")
+            tags = live.wait_until(lambda: PID_TAG in instance.get_run_by_id(doomed).tags
+                                   and instance.get_run_by_id(doomed).tags, 120, "the retrain starting on a worker",
+                                   every=0.05)
             # the worker reports another host, so only the rule for remote workers (ask Celery) can see it die
             instance.add_run_tags(doomed, {HOST_TAG: "another-machine"})
             os.killpg(os.getpgid(int(tags[PID_TAG])), signal.SIGKILL)
-            failed = wait_for(lambda: instance.get_run_by_id(doomed).status == dg.DagsterRunStatus.FAILURE, 200,
+            failed = live.wait_until(lambda: instance.get_run_by_id(doomed).status == dg.DagsterRunStatus.FAILURE,
+                                     200,
                               "the killed run being marked failed", every=2)
             assert failed
             message = [e.message for e in instance.all_logs(doomed)
                        if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE]
             assert any("no Celery worker runs its task" in m for m in message), message
-            wait_for(lambda: not registry.candidates(), 120, "the killed run's candidate being settled", every=2)
+            live.wait_until(lambda: not registry.candidates(), 120, "the killed run's candidate being settled",
+                            every=2)
             assert registry.get_active_version("growth_stage") == active_before
             assert sum(v.status == ModelStatus.ACTIVE for v in registry.list_versions("growth_stage")) == 1
             for version in registry.list_versions("growth_stage"):

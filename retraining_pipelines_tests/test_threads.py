@@ -17,9 +17,10 @@ from retraining_pipelines_tests.helpers import metadata_of, retrain
 CORES = os.cpu_count() or 1
 
 
-@pytest.mark.parametrize(("cores", "runs", "threads"), [(2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 16, 1), (4, 1, 4), (1, 0, 1)])
-def test_the_rule_divides_the_cores_among_the_runs_and_never_goes_below_one(cores: int, runs: int, threads: int
-                                                                              ) -> None:
+@pytest.mark.parametrize(("cores", "runs", "threads"),
+                         [(2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 16, 1), (4, 1, 4), (1, 0, 1)])
+def test_the_rule_divides_the_cores_among_the_runs_and_never_goes_below_one(cores: int, runs: int,
+                                                                              threads: int) -> None:
     assert threads_per_run(cores, runs) == threads
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from retraining_pipelines.registry import ModelRegistry
 
-from .live import api_url, cli, launch_retrain, new_home, runs_tagged, serving, start_sensor, wait_for_run
+from .live import (
+    api_url,
+    cli,
+    launch_retrain,
+    new_home,
+    runs_tagged,
+    serving,
+    start_sensor,
+    wait_for_run,
+    wait_until,
+)
 
 MODEL = "disease"
 
@@ -24,16 +31,6 @@ MODEL = "disease"
 def _events(home: Path) -> list[dict]:
     path = home / "notifications.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str, every: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path) -> None:
@@ -52,9 +49,9 @@ def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path
         verdict = json.loads(replay.stdout[replay.stdout.index("{"):])
         assert verdict["status"] == "drift" and verdict["model_version"] == "1.0.0"
         start_sensor(url, "drift_sensor")
-        drift_run = _wait(lambda: runs_tagged(url, "retraining/trigger", "drift"), 240, "a drift-triggered run")[0]
+        drift_run = wait_until(lambda: runs_tagged(url, "retraining/trigger", "drift"), 240, "a drift-triggered run")[0]
         assert wait_for_run(url, drift_run["runId"]) == "SUCCESS"
-        retrained = _wait(lambda: [e for e in _events(home) if e["type"] == "model_retrained"
+        retrained = wait_until(lambda: [e for e in _events(home) if e["type"] == "model_retrained"
                                    and e["trigger"] == "drift"], 60, "model_retrained")[0]
     types = [e["type"] for e in _events(home)]
     assert types.index("drift_detected") < len(types) - 1 - types[::-1].index("model_retrained")
@@ -75,7 +72,7 @@ def test_a_killed_retrain_frees_the_queue_through_the_daemon(tmp_path: Path) -> 
     assert cli(home, "seed-demo").returncode == 0
     with serving(home) as url:
         first = launch_retrain(url, model)
-        pid = _wait(lambda: _pid_tag(url, first), 120, "the run's first step", every=0.1)
+        pid = wait_until(lambda: _pid_tag(url, first), 120, "the run's first step", every=0.1)
         os.kill(int(pid), signal.SIGKILL)
         queued = launch_retrain(url, model)  # waits behind the one-run-per-model limit
         assert wait_for_run(url, first, timeout=240) == "FAILURE"
@@ -129,15 +126,15 @@ def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_serv
     processes: list = []
     with serving(home, processes=processes) as url:
         api = f"{api_url(url)}/api/v1/ai"
-        health = _wait(lambda: _rest("GET", f"{api}/health")[1], 60, "the REST API")
+        health = wait_until(lambda: _rest("GET", f"{api}/health")[1], 60, "the REST API")
         assert health["status"] == "ok", health
         status, queued = _rest("POST", f"{api}/retrain/{MODEL}?force=true&wait=false")
         assert status == 202 and queued["status_url"].endswith(queued["run_id"])
         status, busy = _rest("POST", f"{api}/retrain/{MODEL}?force=true&wait=false")
         assert status == 409 and busy["error"]["type"] == "retrain_in_progress"
         assert busy["error"]["run_id"] == queued["run_id"]
-        report = _wait(lambda: (r := _rest("GET", f"{api}/retraining/runs/{queued['run_id']}")[1])["outcome"] and r,
-                       300, "the queued retrain to finish")
+        report = wait_until(lambda: (r := _rest("GET", f"{api}/retraining/runs/{queued['run_id']}")[1])["outcome"]
+                            and r, 300, "the queued retrain to finish")
         assert report["status"] == "SUCCESS" and report["outcome"] == "promoted", report
         assert report["result"]["new_version"] == "1.0.0" and report["trigger"] == "manual"
         assert queued["run_id"] in [r["runId"] for r in runs_tagged(url, "dagster/partition", MODEL)]
@@ -151,4 +148,4 @@ def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_serv
         assert len(groups) == 2, "dagster dev runs in a process group of its own"
         serve.send_signal(signal.SIGTERM)  # only the serve process, as `kill` or systemd would
         assert serve.wait(timeout=120) == 0
-        _wait(lambda: not _live_group_members(*groups), 60, "every process of the service to exit", every=1)
+        wait_until(lambda: not _live_group_members(*groups), 60, "every process of the service to exit", every=1)

@@ -1,0 +1,121 @@
+"""Benchmark: retrains through the embedded service's daemon vs a bare script, before and after tuning.
+
+Run on demand (not in CI):  .venv/bin/python -m benchmarks.bench_daemon [--days 180 --units 12 --repeats 3]
+
+`retraining serve` (the embedded default: SQLite, the daemon's queue, 2 runs at once) on the demo
+data, measured twice in one run, interleaved with the bare script:
+  * before: the queue's dequeue interval at 5 s and no thread rule (each run's HistGradientBoosting
+    takes every core), what `dagster_home/dagster.yaml` had before this change;
+  * after: the committed `dagster_home/dagster.yaml` and the thread rule.
+Rows: one retrain launched as the UI's Materialize button does, launch -> SUCCESS (median of
+`repeats`), and all 7 model types launched at once (a backfill), first launch -> last SUCCESS.
+Baseline: a bare script doing the same work in one process, no Dagster (the project's SQL,
+features, split, estimator, metrics, `joblib.dump`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import joblib
+import yaml
+
+from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.features import engineer_features
+from retraining_pipelines.generator import GeneratorConfig, generate
+from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, RUNS_PER_MACHINE_ENV
+from retraining_pipelines.training import time_split, validate_model
+from retraining_pipelines_tests import live
+
+WINDOW = "last_90d"
+
+
+def bare(store: PlantDataStore, out: Path, model_types: tuple[str, ...]) -> float:
+    started = time.perf_counter()
+    for model_type in model_types:
+        spec = get_spec(model_type)
+        split = time_split(engineer_features(store.training_samples(model_type, min_samples=1, time_range=WINDOW)))
+        estimator = spec.build_estimator().fit(split.X_train, split.y_train)
+        validate_model(estimator, split.X_holdout, split.y_holdout, spec)
+        joblib.dump(estimator, out / f"{model_type}.joblib")
+    return time.perf_counter() - started
+
+
+def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
+    """A DAGSTER_HOME with the committed instance config, or with the one before tuning."""
+    home = work / name
+    home.mkdir()
+    config = yaml.safe_load((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
+    if not tuned:
+        config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 5
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    shutil.copy(plant_db, home / "plant_data.sqlite")
+    return home
+
+
+def through_daemon(home: Path, tuned: bool, repeats: int) -> tuple[list[float], float]:
+    env = {} if tuned else {RUNS_PER_MACHINE_ENV: "1"}  # untuned: each run takes every core, as before
+    os.environ.pop(RUNS_PER_MACHINE_ENV, None)
+    os.environ.update(env)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        with live.serving(home, env=env) as url:
+            singles = []
+            for _ in range(repeats):
+                started = time.time()
+                run_id = live.launch_retrain(url, "disease")
+                assert live.wait_for_run(url, run_id) == "SUCCESS"
+                singles.append(instance.get_run_record_by_id(run_id).end_time - started)
+            started = time.time()
+            run_ids = [live.launch_retrain(url, model_type) for model_type in MODEL_TYPES]
+            assert all(live.wait_for_run(url, run_id, timeout=900) == "SUCCESS" for run_id in run_ids)
+            ends = [r.end_time for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))]
+            return singles, max(ends) - started
+    finally:
+        os.environ.pop(RUNS_PER_MACHINE_ENV, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--units", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    plant_db = work / "plant_data.sqlite"
+    store = PlantDataStore(database_url=f"sqlite:///{plant_db}")
+    store.write_frames(generate(GeneratorConfig(end=datetime.now(UTC), days=args.days, units=args.units)).tables())
+    bare_one, bare_seven, figures = [], [], {}
+    for round_, tuned in enumerate((False, True, False, True)):
+        bare_one += [bare(store, work, ("disease",)) for _ in range(args.repeats)]
+        bare_seven.append(bare(store, work, MODEL_TYPES))
+        singles, seven = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), tuned, args.repeats)
+        figures.setdefault(tuned, ([], []))
+        figures[tuned][0].extend(singles)
+        figures[tuned][1].append(seven)
+    one, seven = statistics.median(bare_one), statistics.median(bare_seven)
+    print(f"\nGenerated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, Dagster {dg.__version__}; demo data {args.days} days x {args.units} units.\n")
+    print("| row | bare script | before | after | before / bare | after / bare |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, base, index in (("one retrain (disease), launch -> SUCCESS", one, 0),
+                               ("all 7 launched at once, first launch -> last SUCCESS", seven, 1)):
+        before, after = (statistics.median(figures[t][index]) for t in (False, True))
+        spread = {t: f"{min(figures[t][index]):.1f}-{max(figures[t][index]):.1f}" for t in (False, True)}
+        print(f"| {label} | {base:.2f} s | {before:.1f} s ({spread[False]}) | {after:.1f} s ({spread[True]}) | "
+              f"{before / base:.1f}x (+{before - base:.1f} s) | {after / base:.1f}x (+{after - base:.1f} s) |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
