@@ -66,7 +66,7 @@ def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
 def through_daemon(home: Path, tuned: bool, repeats: int) -> tuple[list[float], float]:
     env = {} if tuned else {RUNS_PER_MACHINE_ENV: "1"}  # untuned: each run takes every core, as before
     os.environ.pop(RUNS_PER_MACHINE_ENV, None)
-    os.environ.update(env)
+    os.environ.update({**env, "DAGSTER_HOME": str(home)})  # the embedded dagster.yaml reads DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         with live.serving(home, env=env) as url:

@@ -17,6 +17,7 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from zoneinfo import available_timezones
 
 from retraining_pipelines.errors import InvalidFieldError
@@ -132,7 +133,18 @@ def iso_moment(field: str, value: object) -> datetime:
 
 
 def directory(field: str, value: object) -> Path:
-    """A directory path; the empty string is refused rather than read as the working directory."""
+    """A directory path or a `file://` URL (how a shared mount is often written); never the empty string.
+
+    The empty string is refused rather than read as the working directory; a URL of another scheme
+    (`s3://`, `nfs://`) is refused, since the registry needs a mounted filesystem, not an object store.
+    """
+    allowed = "a non-empty directory path, or a file:// URL of one"
     if not isinstance(value, str | Path) or not str(value).strip() or "\x00" in str(value):
-        raise InvalidFieldError(field, value, "a non-empty directory path")
+        raise InvalidFieldError(field, value, allowed)
+    text = str(value)
+    if "://" in text:
+        url = urlsplit(text)
+        if url.scheme != "file" or url.netloc not in ("", "localhost") or not url.path:
+            raise InvalidFieldError(field, value, allowed)
+        return Path(unquote(url.path))
     return Path(value)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.generator import PlantData
 from retraining_pipelines.jobstore import validate_job
 from retraining_pipelines.registry import SERVING_EVENTS, ModelRegistry, ModelStatus
@@ -163,14 +164,14 @@ def test_two_processes_race_retrains_and_promotions_on_one_postgres_and_artifact
     sampler.start()
     workers = []
     burst_at = time.time() + 15  # both processes' registration bursts start together, once both have started
+    shared_as = {"machine-a": env["MODEL_REGISTRY_DIR"], "machine-b": Path(env["MODEL_REGISTRY_DIR"]).as_uri()}
     for name, seed in (("machine-a", 100), ("machine-b", 200)):
         cwd = tmp_path / name  # a working directory of its own, as on another machine
         cwd.mkdir()
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "retraining_pipelines_tests.scale_out_worker", "3", "20", str(seed), str(burst_at)],
-            cwd=cwd,
-            env={**os.environ, **env, "PYTHONPATH": str(live.ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True))
+            cwd=cwd, env={**os.environ, **env, "MODEL_REGISTRY_DIR": shared_as[name], "PYTHONPATH": str(live.ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         outputs = [w.communicate(timeout=600) for w in workers]
     finally:
@@ -198,6 +199,13 @@ def test_two_processes_race_retrains_and_promotions_on_one_postgres_and_artifact
     for version in versions:
         if version.status != ModelStatus.PURGED:
             registry.verify(MODEL_TYPE, version.version)
+
+
+def test_the_shared_artifact_directory_may_be_a_path_or_a_file_url_never_an_object_store(tmp_path: Path) -> None:
+    assert ModelRegistry(tmp_path.as_uri()).root == ModelRegistry(tmp_path).root == tmp_path
+    for url in ("s3://bucket/models", "file://other-host/models", "file://"):
+        with pytest.raises(InvalidFieldError, match="file:// URL"):
+            ModelRegistry(url)
 
 
 # ---------------------------------------------------------------------------------------- Celery
