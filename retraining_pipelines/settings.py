@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from retraining_pipelines import validation
+
 #: The project's own `dagster_home/`, used when DAGSTER_HOME is not set (e.g. in a plain shell).
 PROJECT_DAGSTER_HOME = Path(__file__).resolve().parent.parent / "dagster_home"
 
@@ -84,8 +86,10 @@ def celery_backend() -> str:
 
 
 def registry_dir() -> Path:
-    """Model registry directory (`MODEL_REGISTRY_DIR`, else `<DAGSTER_HOME>/model_registry`)."""
-    return Path(os.environ.get("MODEL_REGISTRY_DIR") or dagster_home() / "model_registry")
+    """`MODEL_REGISTRY_DIR` (a path or a `file://` URL), else `<DAGSTER_HOME>/model_registry`."""
+    configured = os.environ.get("MODEL_REGISTRY_DIR")
+    # not Path(url): that would read "file:///mnt/x" as the relative path "file:/mnt/x"
+    return validation.directory("MODEL_REGISTRY_DIR", configured) if configured else dagster_home() / "model_registry"
 
 
 def automated_retraining_enabled() -> bool:

@@ -32,6 +32,7 @@ from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.generator import PlantData
+from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import validate_job
 from retraining_pipelines.registry import SERVING_EVENTS, ModelRegistry, ModelStatus
 from retraining_pipelines.runs import CELERY_TASK_TAG, HOST_TAG, PID_TAG
@@ -201,8 +202,12 @@ def test_two_processes_race_retrains_and_promotions_on_one_postgres_and_artifact
             registry.verify(MODEL_TYPE, version.version)
 
 
-def test_the_shared_artifact_directory_may_be_a_path_or_a_file_url_never_an_object_store(tmp_path: Path) -> None:
+def test_the_shared_artifact_directory_may_be_a_path_or_a_file_url_never_an_object_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert ModelRegistry(tmp_path.as_uri()).root == ModelRegistry(tmp_path).root == tmp_path
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", tmp_path.as_uri())  # as a second machine may write it
+    assert ModelRegistryResource().get().root == tmp_path  # not the relative path "file:/tmp/..."
     for url in ("s3://bucket/models", "file://other-host/models", "file://"):
         with pytest.raises(InvalidFieldError, match="file:// URL"):
             ModelRegistry(url)
