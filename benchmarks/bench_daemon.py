@@ -26,29 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import joblib
 import yaml
 
-from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from benchmarks.bare import bare_retrains
+from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import GeneratorConfig, generate
 from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, RUNS_PER_MACHINE_ENV
-from retraining_pipelines.training import time_split, validate_model
 from retraining_pipelines_tests import live
 
 WINDOW = "last_90d"
-
-
-def bare(store: PlantDataStore, out: Path, model_types: tuple[str, ...]) -> float:
-    started = time.perf_counter()
-    for model_type in model_types:
-        spec = get_spec(model_type)
-        split = time_split(engineer_features(store.training_samples(model_type, min_samples=1, time_range=WINDOW)))
-        estimator = spec.build_estimator().fit(split.X_train, split.y_train)
-        validate_model(estimator, split.X_holdout, split.y_holdout, spec)
-        joblib.dump(estimator, out / f"{model_type}.joblib")
-    return time.perf_counter() - started
 
 
 def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
@@ -97,8 +84,8 @@ def main() -> None:
     store.write_frames(generate(GeneratorConfig(end=datetime.now(UTC), days=args.days, units=args.units)).tables())
     bare_one, bare_seven, figures = [], [], {}
     for round_, tuned in enumerate((False, True, False, True)):
-        bare_one += [bare(store, work, ("disease",)) for _ in range(args.repeats)]
-        bare_seven.append(bare(store, work, MODEL_TYPES))
+        bare_one += [bare_retrains(store, work, ("disease",), WINDOW) for _ in range(args.repeats)]
+        bare_seven.append(bare_retrains(store, work, MODEL_TYPES, WINDOW))
         singles, seven = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), tuned, args.repeats)
         figures.setdefault(tuned, ([], []))
         figures[tuned][0].extend(singles)

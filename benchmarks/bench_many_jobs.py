@@ -21,15 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import joblib
 
+from benchmarks.bare import bare_retrains
 from retraining_pipelines import AutomatedRetrainingService
-from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import GeneratorConfig, generate
 from retraining_pipelines.jobstore import JobStore, validate_job
-from retraining_pipelines.training import time_split, validate_model
 
 MODEL = "disease"
 
@@ -54,11 +51,7 @@ def main() -> None:
         jobs.add(validate_job(MODEL, "daily", schedule_time=f"{i % 24:02d}:{i % 60:02d}"))
 
     def bare() -> None:
-        spec = get_spec(MODEL)
-        split = time_split(engineer_features(store.training_samples(MODEL)))
-        estimator = spec.build_estimator().fit(split.X_train, split.y_train)
-        validate_model(estimator, split.X_holdout, split.y_holdout, spec)
-        joblib.dump(estimator, work / "bare.joblib")
+        bare_retrains(store, work, (MODEL,), "last_90d")
 
     with dg.instance_for_test() as instance:
         service = AutomatedRetrainingService(instance=instance, plant_store=store, job_store=jobs)

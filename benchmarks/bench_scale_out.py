@@ -29,12 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import joblib
 import sqlalchemy as sa
 
-from retraining_pipelines.catalog import MODEL_TYPES, get_spec
+from benchmarks.bare import bare_retrains
+from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import GeneratorConfig, generate
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.settings import (
@@ -44,7 +43,6 @@ from retraining_pipelines.settings import (
     RUNS_PER_MACHINE_ENV,
     SCALED_OUT_DAGSTER_HOME,
 )
-from retraining_pipelines.training import time_split, validate_model
 from retraining_pipelines_tests import live
 from retraining_pipelines_tests.registry_workers import metadata, small_model
 from retraining_pipelines_tests.test_scale_out import POSTGRES_ADMIN_URL, REDIS_URL
@@ -57,18 +55,6 @@ def create_database(admin: sa.Engine) -> str:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     return sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def bare_round(store: PlantDataStore, out: Path) -> float:
-    """The seven retrains as a bare script would do them: no Dagster, no registry, no gate."""
-    started = time.perf_counter()
-    for model_type in MODEL_TYPES:
-        spec = get_spec(model_type)
-        split = time_split(engineer_features(store.training_samples(model_type, min_samples=1, time_range=WINDOW)))
-        estimator = spec.build_estimator().fit(split.X_train, split.y_train)
-        validate_model(estimator, split.X_holdout, split.y_holdout, spec)
-        joblib.dump(estimator, out / f"{model_type}.joblib")
-    return time.perf_counter() - started
 
 
 def throughput(env: dict[str, str], home: Path, workers: int, rounds: int, thread_rule: bool = True
@@ -143,11 +129,12 @@ def registry_costs(index_url: str | None, versions: int) -> dict[str, tuple[floa
 
 def report_throughput(store: PlantDataStore, work: Path, env: dict[str, str], home: Path,
                       args: argparse.Namespace) -> None:
-    bare = [bare_round(store, work) for _ in range(args.rounds)]
+    bare = [bare_retrains(store, work, MODEL_TYPES, WINDOW) for _ in range(args.rounds)]
     one = throughput(env, home, 1, args.rounds)
-    bare += [bare_round(store, work) for _ in range(args.rounds)]  # interleaved: load drifts over minutes
+    # interleaved: load drifts over minutes
+    bare += [bare_retrains(store, work, MODEL_TYPES, WINDOW) for _ in range(args.rounds)]
     two = throughput(env, home, 2, args.rounds)
-    bare += [bare_round(store, work) for _ in range(args.rounds)]
+    bare += [bare_retrains(store, work, MODEL_TYPES, WINDOW) for _ in range(args.rounds)]
     oversubscribed = throughput(env, home, 2, args.rounds, thread_rule=False)
     bare_total = statistics.median(bare) * args.rounds
     print(f"{args.days} days x {args.units} units, {len(MODEL_TYPES)} model types x {args.rounds} retrains\n")
