@@ -27,7 +27,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from retraining_pipelines import AutomatedRetrainingService
+from retraining_pipelines import AutomatedRetrainingService, settings
 from retraining_pipelines.catalog import MODEL_TYPES
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import InvalidFieldError
@@ -109,6 +109,21 @@ def scalar(url: str, sql: str, **params: object) -> object:
             return conn.execute(sa.text(sql), params).scalar()
     finally:
         engine.dispose()
+
+
+def test_one_setting_moves_every_store_and_the_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`RETRAINING_DATABASE_URL` alone (a bare URL, as users write it) selects the scaled-out deployment."""
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://retraining@db-host:5432/growers")
+    url = "postgresql+psycopg2://retraining@db-host:5432/growers"  # the driver that is installed
+    assert settings.shared_database_url() == settings.plant_database_url() == url
+    assert settings.dagster_home() == SCALED_OUT_DAGSTER_HOME
+    assert settings.export_for_dagster() == SCALED_OUT_DAGSTER_HOME  # what serve/worker hand to Dagster
+    assert os.environ["DAGSTER_HOME"] == str(SCALED_OUT_DAGSTER_HOME) and os.environ[DATABASE_URL_ENV] == url
+    monkeypatch.delenv(DATABASE_URL_ENV)
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert settings.dagster_home() == settings.PROJECT_DAGSTER_HOME  # unset: the embedded default
+    assert settings.plant_database_url().startswith("sqlite:///")
 
 
 def test_every_model_type_retrains_with_instance_data_and_registry_on_postgres(
