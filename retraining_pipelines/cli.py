@@ -27,6 +27,7 @@ from retraining_pipelines.settings import (
     PROJECT_DAGSTER_HOME,
     dagster_home,
     export_for_dagster,
+    shared_database_url,
 )
 from retraining_pipelines.webserver import WEBSERVER_URL_ENV
 
@@ -140,7 +141,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     """Become a Celery worker of the scaled-out deployment (the process is replaced: signals reach Celery)."""
     from retraining_pipelines import workers  # dagster-celery: only the scaled-out deployment needs it
 
-    if not os.environ.get(DATABASE_URL_ENV):
+    if not shared_database_url():
         raise InvalidFieldError(DATABASE_URL_ENV, None, "a PostgreSQL URL shared by the daemon and every worker "
                                 "(a worker of the embedded SQLite deployment would see none of its runs)")
     validation.whole("concurrency", args.concurrency, 1, os.cpu_count() or 1)

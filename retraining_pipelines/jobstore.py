@@ -151,14 +151,14 @@ class JobStore:
 
     def get(self, job_id: int) -> StoredJob:
         validation.job_id(job_id)
-        with sqlstore.read(self._engine) as conn:
+        with self._engine.connect() as conn:
             row = conn.execute(sa.text("SELECT * FROM jobs WHERE job_id = :id"), {"id": job_id}).mappings().first()
         if row is None:
             raise InvalidFieldError("job_id", job_id, self._ids_text())
         return _job(row)
 
     def list(self, schedule_type: str | None = None) -> list[StoredJob]:
-        with sqlstore.read(self._engine) as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT * FROM jobs ORDER BY job_id")).mappings().all()
         jobs = [_job(r) for r in rows]
         return [j for j in jobs if schedule_type is None or j.schedule_type == schedule_type]

@@ -326,8 +326,8 @@ class ModelRegistry:
                             raise
 
     # ------------------------------------------------------------------ connections
-    def _connect(self) -> AbstractContextManager[sa.Connection]:
-        return sqlstore.read(self._engine)
+    def _connect(self) -> sa.Connection:
+        return self._engine.connect()
 
     def _transaction(self) -> AbstractContextManager[sa.Connection]:
         """A write transaction that holds the index's write lock from its first statement."""

@@ -98,8 +98,3 @@ def write(engine: sa.Engine, lock_table: str) -> Iterator[sa.Connection]:
             raise
         conn.commit()
 
-
-@contextmanager
-def read(engine: sa.Engine) -> Iterator[sa.Connection]:
-    with engine.connect() as conn:
-        yield conn

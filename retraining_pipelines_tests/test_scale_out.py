@@ -229,6 +229,13 @@ def test_the_shared_artifact_directory_may_be_a_path_or_a_file_url_never_an_obje
 
 
 # ---------------------------------------------------------------------------------------- Celery
+def test_run_health_reads_the_task_tag_dagster_celery_writes() -> None:
+    """runs.py names the tag itself (the embedded deployment has no dagster-celery); it must be the same."""
+    from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+    assert CELERY_TASK_TAG == DAGSTER_CELERY_TASK_ID_TAG
+
+
 def start_worker(env: dict[str, str], name: str, log_dir: Path) -> subprocess.Popen:
     """`retraining worker` in a process group of its own (so the test can kill the whole worker)."""
     log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - the process holds it until it ends
