@@ -42,7 +42,7 @@ from retraining_pipelines.errors import (
     RetrainInProgress,
     StorageError,
 )
-from retraining_pipelines.jobstore import SCHEDULE_TYPES
+from retraining_pipelines.jobstore import DEFAULT_DRIFT_SIGNAL, DRIFT_SIGNALS, SCHEDULE_TYPES
 from retraining_pipelines.service import AutomatedRetrainingService
 from retraining_pipelines.webserver import WebserverUnavailable
 
@@ -80,6 +80,8 @@ class JobRequest(BaseModel):
     min_samples: int | None = None
     timezone: str = "UTC"
     time_range: str = "last_90d"
+    drift_signal: str | None = Field(default=None, description=f"on_drift: which evidence triggers a retrain, one "
+                                     f"of {', '.join(DRIFT_SIGNALS)} (default {DEFAULT_DRIFT_SIGNAL})")
 
 
 class RollbackRequest(BaseModel):

@@ -25,7 +25,14 @@ from retraining_pipelines.promotion import GateOutcome, RetrainingResult, run_ga
 from retraining_pipelines.registry import trigger_from_tags
 from retraining_pipelines.runs import tag_run_worker
 from retraining_pipelines.settings import runs_per_machine
-from retraining_pipelines.training import TrainedModel, threads_per_run, time_split, train_model, validate_model
+from retraining_pipelines.training import (
+    PRE_CHANGE_WEIGHT,
+    TrainedModel,
+    threads_per_run,
+    time_split,
+    train_model,
+    validate_model,
+)
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
@@ -60,12 +67,30 @@ class SamplesConfig(dg.Config):
         return None if self.as_of is None else validation.iso_moment("as_of", self.as_of)
 
 
-def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None) -> dict[str, Any]:
-    """Run config of a retrain (the `training_samples` asset's `SamplesConfig`): one shape everywhere."""
+class TrainingConfig(dg.Config):
+    """How the estimator learns from the samples."""
+
+    changed_at: str | None = Field(
+        default=None, description="When a drift started (ISO 8601 with a time zone): rows from before it weigh "
+        f"{PRE_CHANGE_WEIGHT:g}. Set by drift retrains from the estimated change point; unset: all rows weigh 1.",
+    )
+
+    def changed_at_ts(self) -> int | None:
+        if self.changed_at is None:
+            return None
+        return int(validation.iso_moment("changed_at", self.changed_at).timestamp())
+
+
+def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None,
+                       changed_at: datetime | None = None) -> dict[str, Any]:
+    """Run config of a retrain (`SamplesConfig`, and `TrainingConfig` after a drift): one shape everywhere."""
     config: dict[str, Any] = {"time_range": time_range, "min_samples": min_samples}
     if as_of is not None:
         config["as_of"] = as_of.isoformat()
-    return {"ops": {"training_samples": {"config": config}}}
+    ops: dict[str, Any] = {"training_samples": {"config": config}}
+    if changed_at is not None:
+        ops["trained_model"] = {"config": {"changed_at": changed_at.isoformat()}}
+    return {"ops": ops}
 
 
 def require_recorded_instance(instance: dg.DagsterInstance) -> None:
@@ -231,7 +256,8 @@ def engineered_features(context: dg.AssetExecutionContext, training_samples: Tra
     kinds={"scikitlearn"},
     io_manager_key="model_io_manager",
 )
-def trained_model(context: dg.AssetExecutionContext, engineered_features: FeatureSet) -> dg.Output[TrainedModel]:
+def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
+                  engineered_features: FeatureSet) -> dg.Output[TrainedModel]:
     """The catalog's estimator fitted on all but the most recent part of the window.
 
     Stored by the registry IO manager as a new CANDIDATE version; `validation_metrics` decides
@@ -240,7 +266,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
     require_recorded_instance(context.instance)
     threads = fit_to_machine(context.instance)
     split = time_split(engineered_features)
-    model = train_model(engineered_features, split)
+    model = train_model(engineered_features, split, config.changed_at_ts())
     model.metrics = validate_model(model.estimator, split.X_holdout, split.y_holdout, get_spec(model.model_type))
     model.trigger = trigger_from_tags(context.run.tags)
     model.run_id = context.run.run_id
@@ -253,6 +279,7 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
             "training_duration": dg.MetadataValue.float(model.training_duration),
             "hyperparameters": dg.MetadataValue.json(model.hyperparameters),
             "trigger": model.trigger,
+            **({"changed_at": config.changed_at} if config.changed_at else {}),
         },
     )
 
@@ -264,6 +291,9 @@ def trained_model(context: dg.AssetExecutionContext, engineered_features: Featur
     check_specs=[
         _check("beats_naive_baseline", "validation_metrics", False,
                "The candidate's hold-out accuracy is above a majority-class / mean predictor's."),
+        _check("beats_single_feature_rule", "validation_metrics", False,
+               "The candidate's hold-out accuracy is above the best small rule on any one of its inputs "
+               "alone (e.g. the crop calendar's stage): otherwise the model adds nothing over that input."),
         _check("quality_floor", "validation_metrics", False,
                "The catalog's absolute quality floor for this model type is met."),
         _check("promotion_gate", "validation_metrics", False,
@@ -304,7 +334,7 @@ def validation_metrics(
     return dg.MaterializeResult(
         value=result.to_dict(),
         metadata=_result_metadata(outcome),
-        check_results=_validation_checks(spec, result, outcome.baseline),
+        check_results=_validation_checks(spec, result, outcome),
     )
 
 
@@ -316,16 +346,22 @@ def _live_accuracy(tags: dict[str, str]) -> float | None:
         return None
 
 
-def _validation_checks(
-    spec: ModelSpec, result: RetrainingResult, baseline: dict[str, float]
-) -> list[dg.AssetCheckResult]:
-    candidate = result.new_metrics
+def _validation_checks(spec: ModelSpec, result: RetrainingResult, outcome: GateOutcome) -> list[dg.AssetCheckResult]:
+    candidate, baseline = result.new_metrics, outcome.baseline
+    rule_feature, rule_accuracy = outcome.single_feature
     return [
         dg.AssetCheckResult(
             check_name="beats_naive_baseline",
             passed=bool(candidate["accuracy"] > baseline["accuracy"]),
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"accuracy": candidate["accuracy"], "baseline_accuracy": baseline["accuracy"]},
+        ),
+        dg.AssetCheckResult(
+            check_name="beats_single_feature_rule",
+            passed=bool(candidate["accuracy"] > rule_accuracy),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"accuracy": candidate["accuracy"], "single_feature_accuracy": rule_accuracy,
+                      "best_single_feature": rule_feature},
         ),
         dg.AssetCheckResult(
             check_name="quality_floor",
@@ -364,6 +400,8 @@ def _result_metadata(outcome: GateOutcome) -> dict:
         metadata["old_version"] = result.old_version
     metadata.update({
         "baseline_accuracy": _float(outcome.baseline["accuracy"]),
+        "single_feature_accuracy": _float(outcome.single_feature[1]),
+        "best_single_feature": outcome.single_feature[0],
         "holdout_rows": dg.MetadataValue.int(outcome.holdout_rows),
         "fair_holdout_rows": dg.MetadataValue.int(comparison.fair_rows),
         "promoted": dg.MetadataValue.bool(result.promoted),

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import (
+    ExtraTreesRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
@@ -37,6 +38,7 @@ ESTIMATORS: Mapping[str, type[BaseEstimator]] = MappingProxyType(
         "RandomForestClassifier": RandomForestClassifier,
         "HistGradientBoostingClassifier": HistGradientBoostingClassifier,
         "HistGradientBoostingRegressor": HistGradientBoostingRegressor,
+        "ExtraTreesRegressor": ExtraTreesRegressor,
     }
 )
 
@@ -140,9 +142,10 @@ class ModelSpec:
 
 
 _CLIMATE = ("temperature", "humidity", "vpd", "co2", "light")
-#: Threads: RandomForest fits on one job, HistGradientBoosting on the OpenMP threads the run is
-#: allowed (`training.threads_per_run`: the cores divided by the retrains sharing the machine).
-_RF = {"n_estimators": 150, "max_depth": 14, "min_samples_leaf": 2, "n_jobs": 1, "random_state": 0}
+#: Threads: the forests (random and extra trees) fit on one job, HistGradientBoosting on the OpenMP
+#: threads the run is allowed (`training.threads_per_run`: the cores divided by the retrains sharing
+#: the machine).
+_TREES = {"n_estimators": 150, "max_depth": 14, "min_samples_leaf": 2, "n_jobs": 1, "random_state": 0}
 _HGB = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31, "random_state": 0}
 
 _SPECS = (
@@ -168,7 +171,7 @@ _SPECS = (
             "season_cos",
         ),
         estimator="RandomForestClassifier",
-        hyperparameters=_RF,
+        hyperparameters=_TREES,
         min_samples=100,
         floor=QualityFloor(all_of=(Bound("accuracy", minimum=0.6),)),
     ),
@@ -193,7 +196,7 @@ _SPECS = (
             "days_in_stage",
         ),
         estimator="RandomForestClassifier",
-        hyperparameters=_RF,
+        hyperparameters=_TREES,
         min_samples=50,
         floor=QualityFloor(all_of=(Bound("accuracy", minimum=0.55),)),
     ),
@@ -235,8 +238,10 @@ _SPECS = (
             "humidity",
             "mean_previous_duration",
         ),
-        estimator="HistGradientBoostingRegressor",
-        hyperparameters=_HGB,
+        # measured (benchmarks/model_choice.py, 12 worlds): best in 10, +2.4 points over
+        # HistGradientBoosting on average, and the fastest fit of the three
+        estimator="ExtraTreesRegressor",
+        hyperparameters=_TREES,
         min_samples=100,
         floor=QualityFloor(all_of=(Bound("mae", maximum=25.0), Bound("mape", maximum=0.40))),
         accuracy_tolerance=20.0,
@@ -263,6 +268,9 @@ _SPECS = (
         # 24 hour-classes: with the regressors' learning rate the multiclass boosting diverged on
         # some year-long data sets (top-3 accuracy 0.19); slower, smaller, L2-regularised trees
         # matched classic gradient boosting on every data set tried, at a fifth of its fit time.
+        # A random forest scored the same on hold-outs (benchmarks/model_choice.py) but served 0.40
+        # against 0.53 in the day-by-day drift loop, below its own validation accuracy, so the drift
+        # check retrained it 6 times in 3 stable worlds: its hold-out flattered it.
         hyperparameters={"max_iter": 100, "learning_rate": 0.05, "max_leaf_nodes": 15,
                          "l2_regularization": 1.0, "random_state": 0},
         min_samples=100,
@@ -288,7 +296,7 @@ _SPECS = (
             "crop_cycle_days",
         ),
         estimator="RandomForestClassifier",
-        hyperparameters=_RF,
+        hyperparameters=_TREES,
         min_samples=100,
         floor=QualityFloor(all_of=(Bound("accuracy", minimum=0.70),)),
     ),

@@ -212,7 +212,7 @@ def _cmd_jobs_list(args: argparse.Namespace) -> int:
 
 def _cmd_jobs_add(args: argparse.Namespace) -> int:
     job_id = _service(args).add_job(args.model_type, args.schedule_type, args.day, args.time, args.threshold,
-                                    args.min_samples, args.timezone, args.time_range)
+                                    args.min_samples, args.timezone, args.time_range, args.drift_signal)
     print(json.dumps({"job_id": job_id, "message": "Retraining job scheduled"}))
     return _reloaded(args, f"job {job_id} is stored")
 
@@ -287,6 +287,7 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--min-samples", type=int)
             cmd.add_argument("--timezone", default="UTC")
             cmd.add_argument("--time-range", default="last_90d")
+            cmd.add_argument("--drift-signal", help="on_drift: accuracy | inputs | either (default either)")
         if name == "remove":
             cmd.add_argument("job_id", type=int)
     _add_model_commands(sub)

@@ -304,6 +304,21 @@ class PlantDataStore(dg.ConfigurableResource):
         )
         return self._read(query)
 
+    def daily_sensor_means(self, start_ts: int, end_ts: int) -> pd.DataFrame:
+        """Per day, the mean over units of each unit's daily mean of in-range readings (index: day start,
+        epoch s). What the input-shift test reads: averaging units cuts their independent weather,
+        a shift common to them (a heat wave, a recalibration) stays whole."""
+        r = sensor_readings.c
+        day = (r.ts // DAY * DAY).label("day_ts")
+        valid = {name: r[name].between(lo, hi) for name, (lo, hi) in PHYSICAL_RANGES.items()}
+        means = [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
+        query = (sa.select(day, r.unit_id, *means).where(r.ts >= start_ts, r.ts < end_ts)
+                 .group_by(day, r.unit_id))
+        per_unit = self._read(query)
+        if per_unit.empty:
+            return pd.DataFrame(columns=list(SENSORS), dtype=float)
+        return per_unit.drop(columns="unit_id").groupby("day_ts").mean().sort_index().astype(float)
+
     def logged_hits_by_age(
         self, model_type: str, model_version: str, window: Window, tolerance: float | None
     ) -> dict[int, tuple[int, int]]:

@@ -17,6 +17,19 @@ sure the verdict is and on what. A drop past the threshold that is not yet signi
 as `insufficient_data` ("suspected") and the windows keep growing until it is; fewer than
 `min_labelled` (10) labelled predictions give no verdict at all.
 
+**Input shift: drift seen before any label arrives.** A hobby grower logs ~5 irrigation outcomes
+a day, too few to see a 15 % accuracy drop within days; the sensors log hundreds of readings. Per
+sensor, the mean over units of the daily means gives one series; its *jump* - the mean of the last
+`SHIFT_RECENT_DAYS` days minus the mean of the `SHIFT_BEFORE_DAYS` before them - is compared with the
+jumps the same series made on every earlier day of the last `SHIFT_HISTORY_DAYS` (median and MAD: a
+robust z). Comparing jumps with jumps respects what plain per-row tests ignore: weather spells last
+days (autocorrelation) and the season moves slowly (a 2-day jump against 14 days barely sees it),
+and calendar or history features are never looked at. The inputs have shifted when the norm of the
+sensors' z-scores passes `SHIFT_LIMIT` (5) and a second sensor backs the first (|z| >= 2.5: a humid
+spell moves humidity alone, a heat wave, an early season or a recalibration move two or more). Every
+heat wave and early season generated passed it on its first day; stable worlds did not. Jobs
+choose whether it triggers a retrain (`drift_signal`).
+
 Feature drift on the recent inputs needs no labels and is reported alongside:
 per feature a KS test (numeric) or chi-squared test (categorical) with a Bonferroni correction
 when the reference is small, Wasserstein distance over the reference's standard deviation when
@@ -53,6 +66,13 @@ DRIFT_WINDOW = f"last_{EVIDENCE_WINDOWS_DAYS[-1]}d"
 CHANGE_SEARCH = "last_60d"
 CHANGE_MIN_SIDE = 10  # labelled predictions on each side of a change point
 CHANGE_ALPHA = 0.01
+#: The input-shift test (see the module docstring).
+SHIFT_RECENT_DAYS = 2
+SHIFT_BEFORE_DAYS = 14
+SHIFT_HISTORY_DAYS = 60
+SHIFT_MIN_NULL_DAYS = 14  # earlier jumps needed before a verdict
+SHIFT_LIMIT = 5.0
+SHIFT_SECOND_SENSOR = 2.5  # a second sensor's |z| that must back the jump: one alone is a humid spell
 SMALL_REFERENCE = 1000  # up to this many reference rows: statistical tests, beyond: distances
 P_VALUE = 0.05
 DISTANCE_LIMIT = 0.1
@@ -67,6 +87,20 @@ class FeatureDrift:
     statistic: float
     p_value: float | None
     drifted: bool
+
+
+@dataclass(frozen=True)
+class InputShift:
+    """Whether the sensors' daily levels jumped more than they ever do (see the module docstring)."""
+
+    shifted: bool | None  # None: too little history for a verdict
+    score: float | None  # norm of the per-sensor robust z-scores
+    per_sensor: dict[str, float]  # robust z of each sensor's latest jump
+    change_days_ago: int  # the jump is in the last this many days
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -88,6 +122,7 @@ class DriftMetrics:
     window_days: int | None = None  # the evidence window the verdict rests on
     change_days_ago: int | None = None  # when accuracy dropped, estimated from the log (None: no clear change)
     feature_drift: list[FeatureDrift] = field(default_factory=list)
+    input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     drifted_feature_share: float | None = None
     dataset_drift: bool | None = None
 
@@ -163,6 +198,13 @@ class DriftDetector:
         metrics = self._verdict(spec, evidence or [(longest, 0, 0)], threshold, recent)
         return replace(metrics, change_days_ago=change_point(history))
 
+    def check_inputs(self, end: datetime | None = None) -> InputShift:
+        """Have the sensors' daily levels jumped (no labels needed)? Reads whole days before `end`."""
+        end_ts = int((end or datetime.now(UTC)).timestamp()) // DAY * DAY
+        start_ts = end_ts - SHIFT_HISTORY_DAYS * DAY
+        daily = self.store.daily_sensor_means(start_ts, end_ts)
+        return input_shift(daily.reindex(range(start_ts, end_ts, DAY)))  # a day without readings stays a gap
+
     def _verdict(self, spec: ModelSpec, evidence: list[tuple[int | None, int, int]], threshold: float | None,
                  recent_features: pd.DataFrame | None) -> DriftMetrics:
         """The verdict on growing windows of (days, right predictions, labelled predictions)."""
@@ -227,6 +269,31 @@ class DriftDetector:
         except InsufficientSamplesError:
             return None
         return engineer_features(samples).X
+
+
+def input_shift(daily: pd.DataFrame) -> InputShift:
+    """The input-shift verdict on a series of daily sensor levels (rows: whole days, oldest first)."""
+    recent, before = SHIFT_RECENT_DAYS, SHIFT_BEFORE_DAYS
+    jumps = (daily.rolling(recent).mean() - daily.shift(recent).rolling(before).mean()).dropna(how="all")
+    null = jumps.iloc[:-recent]  # earlier jumps only: the latest block must not vouch for itself
+    if len(null) < SHIFT_MIN_NULL_DAYS or jumps.empty:
+        needed = recent + before + SHIFT_MIN_NULL_DAYS
+        return InputShift(None, None, {}, recent, f"insufficient data: {len(daily)} days of readings < {needed} "
+                          "needed to know how much the sensors' daily levels usually move")
+    centre = null.median()
+    spread = 1.4826 * (null - centre).abs().median()
+    z = ((jumps.iloc[-1] - centre) / spread.where(spread > 0)).dropna()
+    per_sensor = {name: round(float(v), 2) for name, v in z.items()}
+    score = float(np.sqrt(np.sum(np.square(z.to_numpy())))) if len(z) else 0.0
+    moved = ", ".join(f"{n} {v:+.1f}" for n, v in sorted(per_sensor.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2)
+    corroborated = sum(abs(v) >= SHIFT_SECOND_SENSOR for v in per_sensor.values()) >= 2
+    if score > SHIFT_LIMIT and corroborated:
+        return InputShift(True, score, per_sensor, recent, f"inputs shifted: the last {recent} days' sensor levels "
+                          f"jumped {score:.1f} robust SDs (> {SHIFT_LIMIT:g}) beyond the usual: {moved}")
+    if score > SHIFT_LIMIT:
+        return InputShift(False, score, per_sensor, recent, f"inputs steady: only one sensor jumped ({moved}); a "
+                          f"shift of the climate or of the sensors moves at least two past {SHIFT_SECOND_SENSOR:g}")
+    return InputShift(False, score, per_sensor, recent, f"inputs steady: jump score {score:.1f} <= {SHIFT_LIMIT:g}")
 
 
 def change_point(by_age: dict[int, tuple[int, int]]) -> int | None:
@@ -297,16 +364,29 @@ def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_typ
 
     This is what the plant app does in production (predict, later record the actual outcome);
     the demo, the benchmarks and the tests use it to fill the prediction log from generated data.
-    Features are computed exactly as training computed them: history features (a grower's usual
-    watering hour, a unit's mean watering time, its growth so far) see the same stretch of history
-    the version was trained with, not only the replayed window - computing them from the window
-    alone cost irrigation_duration 4-26 points with no drift at all.
     """
-    spec = get_spec(model_type)
+    get_spec(model_type)
     validation.time_range(time_range)
     version = registry.get_active_version(model_type)
     if version is None:
         raise InvalidFieldError("model_type", model_type, "a model type with an active version")
+    frame = predict_window(store, registry, model_type, version, time_range, end)
+    if frame.empty:
+        return 0
+    store.write_frames({predictions.name: frame})
+    return len(frame)
+
+
+def predict_window(store: PlantDataStore, registry: ModelRegistry, model_type: str, version: str,
+                   time_range: str = "last_14d", end: datetime | None = None) -> pd.DataFrame:
+    """What `version` predicts for the labelled events of a window, with their outcomes (rows of the
+    prediction log). Features are computed exactly as training computed them: history features (a
+    grower's usual watering hour, a unit's mean watering time, its growth so far) see the same stretch
+    of history the version was trained with, not only the window - computing them from the window
+    alone cost irrigation_duration 4-26 points with no drift at all.
+    """
+    spec = get_spec(model_type)
+    validation.time_range(time_range)
     end = end or datetime.now(UTC)
     window = Window.last(time_range, end)
     record = registry.get_version(model_type, version)
@@ -316,14 +396,13 @@ def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_typ
     features = engineer_features(samples)
     keep = features.ts >= window.start_ts
     if not keep.any():
-        return 0
+        return pd.DataFrame(columns=["model_type", "model_version", "ts", "unit_id", "inputs_ref", "prediction",
+                                     "actual"])
     predicted = registry.load_model(model_type, version).predict(features.X[keep])
     labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)[keep]
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "model_type": model_type, "model_version": version, "ts": features.ts[keep],
         "unit_id": labels["unit_id"].to_numpy(),
         "inputs_ref": [f"{spec.label_table}:{i}" for i in labels["id"]],
         "prediction": [str(p) for p in predicted], "actual": [str(a) for a in features.y[keep]],
     })
-    store.write_frames({predictions.name: frame})
-    return len(frame)

@@ -4,6 +4,11 @@ The statistics live in `drift.py`; this module decides what to do with a verdict
 sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` uses it too).
 
 * One on_drift job per model type is consulted: the most sensitive (lowest threshold).
+* **Which evidence.** The job's `drift_signal` says what counts: `accuracy` (the logged outcomes'
+  verdict), `inputs` (the sensors' levels jumped, `drift.input_shift`: no labels needed, so a model
+  whose outcomes arrive late or rarely is still retrained within days of a heat wave) or `either`.
+  An input shift is answered once: while it lasts (a jump stays visible for about two weeks) it
+  requests no second retrain; accuracy evidence still can.
 * **Confirmed drift only.** A retrain is requested when two consecutive checks find the same
   version drifting (the daily sensor: two days; ANCHORS' "drift in two consecutive windows").
   One verdict alone cost 1.38 false retrains per model per 90 stable days in the benchmark.
@@ -14,13 +19,15 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   accuracy dropped (`change_days_ago`, a likelihood-ratio split of its daily hits). A drift retrain
   learns from that day on (stretched by the hold-out share, at least 7 days, at most the job's
   `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
-  describe a world that is gone. Without a clear change point it uses the job's window, halved
-  per retry.
+  describe a world that is gone - and where `min_samples` forces older rows in (a hobby grower's
+  ~5 irrigation outcomes a day), they are weighted down (`training.PRE_CHANGE_WEIGHT`). Without a
+  clear change point it uses the job's window, halved per retry.
 * **Finish the recovery.** A drift retrain made days after the change still learns mostly from
-  rows before it; the gate serves it when it beats the drifted model, but it is not yet as good as
-  the new world allows. Once a week of the new world has accumulated (`FOLLOW_UP_S` after the
-  request), one follow-up retrain learns from the rows since the change only, and the gate decides
-  again.
+  rows before it: served, it is not yet as good as the new world allows; made a day or two after
+  an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
+  new world has accumulated (`FOLLOW_UP_S` after the request), if the active version - the drift
+  retrain or the drifted one - still learned from before the change, one follow-up retrain learns
+  from the rows since it (older ones weighted down), and the gate decides again.
 * **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
   leaves the drifted version active; the next tick sees the same version still drifting and
   retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, with the window the
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +48,7 @@ import dagster as dg
 from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
 from retraining_pipelines.datastore import DAY, PlantDataStore, Window
-from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics
+from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics, InputShift
 from retraining_pipelines.errors import InsufficientSamplesError, ModelIntegrityError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier
@@ -59,6 +66,8 @@ FOLLOW_UP_S = 7 * 24 * 3600
 #: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
 UNRESOLVED_AFTER = 3
 ATTEMPT_TAG = "retraining/drift_attempt"
+#: Cursor key: when an input shift was first answered with a retrain (cleared when the shift is over).
+INPUTS_ANSWERED = "inputs_answered_at"
 #: A run that learned "as of" another moment (a replay of the past) counts from then for the cool-down.
 AS_OF_TAG = "retraining/as_of"
 
@@ -88,6 +97,9 @@ def _drift_metadata(m: DriftMetrics) -> dict[str, Any]:
         value = getattr(m, name)
         if value is not None:
             metadata[name] = dg.MetadataValue.float(round(float(value), 4))
+    if m.input_shift is not None and m.input_shift.score is not None:
+        metadata["input_shift_score"] = dg.MetadataValue.float(round(m.input_shift.score, 2))
+        metadata["input_shift"] = m.input_shift.reason
     return metadata
 
 
@@ -115,9 +127,15 @@ def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, stor
         days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
     else:
         days = job_days // 2 ** (attempt - 1)
+    return _widened(job, days, store, end)
+
+
+def _widened(job: StoredJob, days: int, store: PlantDataStore, end: datetime) -> str:
+    """`days` within [MIN_RETRAIN_DAYS, the job's window], widened only as far as `min_samples` need."""
+    job_days = validation.time_range(job.time_range) // DAY
     days = min(job_days, max(MIN_RETRAIN_DAYS, days))
     while days < job_days and store.count_samples(job.model_type, f"last_{days}d", end) < job.min_samples:
-        days = min(job_days, days + MIN_RETRAIN_DAYS)  # widen only as far as min_samples need
+        days = min(job_days, days + MIN_RETRAIN_DAYS)
     return f"last_{days}d"
 
 
@@ -143,7 +161,9 @@ def evaluate_drift_jobs(
     result = DriftEvaluation(cursor=dict(cursor or {}))
     detector = DriftDetector(registry, store)
     span = Window.last(window, now)
-    for model_type, job in drift_jobs_by_model(jobs).items():
+    watched = drift_jobs_by_model(jobs)
+    inputs = detector.check_inputs(now) if any(_signal(j) != "accuracy" for j in watched.values()) else None
+    for model_type, job in watched.items():
         busy = _busy_reason(instance, model_type, now)
         if busy:
             result.skipped[model_type] = busy
@@ -154,10 +174,12 @@ def evaluate_drift_jobs(
         except ModelIntegrityError as err:  # one model's damaged files must not blind the others
             result.skipped[model_type] = f"cannot check drift: {err}"
             continue
+        metrics = _with_inputs(job, metrics, inputs, result.cursor, model_type)
         result.measurements[model_type] = metrics
         follow_up = _follow_up(result.cursor.get(model_type), job, registry, store, now)
         if follow_up is not None and not metrics.requires_retraining:
-            result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now))
+            changed_at = datetime.fromtimestamp(result.cursor[model_type]["change_ts"], UTC)
+            result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now, changed_at))
             result.cursor[model_type] = {**result.cursor[model_type], "followed_up": True,
                                          "requested_at": now.timestamp()}
             continue
@@ -180,40 +202,66 @@ def evaluate_drift_jobs(
             result.skipped[model_type] = (
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
-        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of))
         change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change))
+        answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
+        if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
+            answered = answered or now.timestamp()
         result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
-                                     "requested_at": now.timestamp(), "time_range": time_range, "change_ts": change}
+                                     "requested_at": now.timestamp(), "time_range": time_range, "change_ts": change,
+                                     **({INPUTS_ANSWERED: answered} if answered else {})}
         _notify(notifier, job, metrics, attempt, time_range)
     return result
 
 
+def _signal(job: StoredJob) -> str:
+    return job.drift_signal or "accuracy"
+
+
+def _with_inputs(job: StoredJob, metrics: DriftMetrics, inputs: InputShift | None, cursor: dict[str, Any],
+                 model_type: str) -> DriftMetrics:
+    """The verdict by the job's `drift_signal`: the accuracy verdict, the sensors' or either."""
+    signal = _signal(job)
+    if signal == "accuracy" or inputs is None:
+        return metrics
+    metrics = replace(metrics, input_shift=inputs)
+    last = cursor.get(model_type) or {}
+    if not inputs.shifted and INPUTS_ANSWERED in last:  # the shift is over: the next one is news again
+        cursor[model_type] = {k: v for k, v in last.items() if k != INPUTS_ANSWERED}
+    if signal == "inputs" and metrics.requires_retraining:
+        metrics = replace(metrics, requires_retraining=False,
+                          reason=f"accuracy is not this job's drift signal (inputs): {metrics.reason}")
+    if metrics.requires_retraining or not inputs.shifted or metrics.model_version is None:
+        return metrics
+    if INPUTS_ANSWERED in last:
+        return replace(metrics, reason=f"{inputs.reason}; already retrained for this shift ({metrics.reason})")
+    return replace(metrics, status="drift", requires_retraining=True, reason=f"{inputs.reason} ({metrics.reason})",
+                   change_days_ago=metrics.change_days_ago or inputs.change_days_ago)
+
+
 def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegistry, store: PlantDataStore,
                now: datetime) -> str | None:
-    """The window of a follow-up retrain, once a drift retrain was served that still learned from
-    rows before the change and a week of the new world has accumulated since; else None."""
+    """The window of a follow-up retrain, once a week of the new world has accumulated since a drift
+    request and the active version still learned from before the change; else None."""
     if not last or last.get("followed_up") or not last.get("change_ts"):
         return None
     active = registry.get_active_version(job.model_type)
-    if active is None or active == last.get("version"):
-        return None  # nothing served since the drift request: the retry logic handles that
+    if active is None:
+        return None
     record = registry.get_version(job.model_type, active)
     since_request = now.timestamp() - float(last["requested_at"])
-    if record.trigger != "drift" or (record.train_start_ts or 0) >= last["change_ts"] or since_request < FOLLOW_UP_S:
+    if (record.train_start_ts or 0) >= last["change_ts"] or since_request < FOLLOW_UP_S:
         return None
     days = math.ceil((now.timestamp() - last["change_ts"]) / DAY / (1 - HOLDOUT_FRACTION))
-    days = min(validation.time_range(job.time_range) // DAY, max(MIN_RETRAIN_DAYS, days))
-    if store.count_samples(job.model_type, f"last_{days}d", now) < job.min_samples:
-        return None
-    return f"last_{days}d"
+    return _widened(job, days, store, now)
 
 
 def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, as_of: datetime | None,
-                       now: datetime) -> dg.RunRequest:
+                       now: datetime, changed_at: datetime) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at),
         tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
               **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
     )
@@ -260,22 +308,32 @@ def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -
 
 
 def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt: int,
-                   time_range: str, as_of: datetime | None) -> dg.RunRequest:
+                   time_range: str, as_of: datetime | None, change_ts: float | None) -> dg.RunRequest:
+    changed_at = datetime.fromtimestamp(change_ts, UTC) if change_ts else None
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),
             ATTEMPT_TAG: str(attempt),
             **({AS_OF_TAG: as_of.isoformat()} if as_of else {}),
-            "retraining/accuracy_drift": f"{metrics.accuracy_drift:.4f}",
-            "retraining/baseline_accuracy": f"{metrics.baseline_accuracy:.4f}",
-            CURRENT_ACCURACY_TAG: f"{metrics.current_accuracy:.4f}",
             "retraining/labelled_predictions": str(metrics.sample_count),
+            **_figure_tags(metrics),
         },
     )
+
+
+def _figure_tags(metrics: DriftMetrics) -> dict[str, str]:
+    """The accuracy figures the request rests on; an input shift may come before any are known."""
+    figures = {"retraining/accuracy_drift": metrics.accuracy_drift,
+               "retraining/baseline_accuracy": metrics.baseline_accuracy,
+               CURRENT_ACCURACY_TAG: metrics.current_accuracy}
+    tags = {name: f"{value:.4f}" for name, value in figures.items() if value is not None}
+    if metrics.input_shift is not None and metrics.input_shift.score is not None:
+        tags["retraining/input_shift_score"] = f"{metrics.input_shift.score:.2f}"
+    return tags
 
 
 def _notify(notifier: Notifier, job: StoredJob, metrics: DriftMetrics, attempt: int, time_range: str) -> None:

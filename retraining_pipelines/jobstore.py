@@ -1,9 +1,12 @@
 """The job store: retraining jobs users add and remove at run time, validated before they persist.
 
 A job says *when* a model type is retrained: daily / weekly / monthly at a time of day, or
-on_drift past a threshold. The store keeps configuration only; when a job last ran and how it
-ended come from Dagster's own run storage (runs carry a `retraining/job_id` tag), so there is
-one record of every run, not two that can disagree.
+on_drift past a threshold. An on_drift job also says which evidence counts (`drift_signal`):
+`accuracy` (logged outcomes fell past the threshold), `inputs` (the sensors' levels jumped: for
+models whose outcomes arrive too late or too rarely to judge) or `either` (the default).
+
+The store keeps configuration only; when a job last ran and how it ended come from Dagster's own
+run storage (runs carry a `retraining/job_id` tag), so there is one record of every run, not two that can disagree.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from retraining_pipelines.settings import dagster_home, shared_database_url
 
 SCHEDULE_TYPES = ("daily", "weekly", "monthly", "on_drift")
 SCHEDULED = ("daily", "weekly", "monthly")
+DRIFT_SIGNALS = ("accuracy", "inputs", "either")
+DEFAULT_DRIFT_SIGNAL = "either"
 DEFAULT_SCHEDULE_TIME = "03:00"  # off-peak, as the spec recommends for a Raspberry Pi
 JOB_ID_TAG = "retraining/job_id"
 
@@ -39,12 +44,13 @@ class JobSpec:
     drift_threshold: float | None = None
     min_samples: int | None = None
     time_range: str = "last_90d"
+    drift_signal: str | None = None  # on_drift only: which evidence triggers a retrain
 
     @property
     def schedule_config(self) -> dict[str, Any]:
         """The spec's `schedule_config`: what the trigger needs, nothing else."""
         if self.schedule_type == "on_drift":
-            return {"drift_threshold": self.drift_threshold}
+            return {"drift_threshold": self.drift_threshold, "drift_signal": self.drift_signal}
         config: dict[str, Any] = {"time": self.schedule_time, "timezone": self.timezone}
         if self.schedule_type == "weekly":
             config = {"day": self.schedule_day, **config}
@@ -70,6 +76,7 @@ def validate_job(
     min_samples: int | None = None,
     timezone: str = "UTC",
     time_range: str = "last_90d",
+    drift_signal: str | None = None,
 ) -> JobSpec:
     """Check every field against the spec's rules (`validation.py`); the first problem raises, naming the field."""
     spec = get_spec(model_type)
@@ -83,16 +90,20 @@ def validate_job(
         if schedule_time is not None:
             raise InvalidFieldError("schedule_time", schedule_time, "nothing for on_drift jobs (they run on drift)")
         drift_threshold = validation.drift_threshold(drift_threshold)
+        drift_signal = validation.one_of("drift_signal", DEFAULT_DRIFT_SIGNAL if drift_signal is None else drift_signal,
+                                         DRIFT_SIGNALS)
     else:
         if drift_threshold is not None:
             raise InvalidFieldError("drift_threshold", drift_threshold, "nothing for scheduled jobs (on_drift only)")
+        if drift_signal is not None:
+            raise InvalidFieldError("drift_signal", drift_signal, "nothing for scheduled jobs (on_drift only)")
         schedule_time = validation.schedule_time(schedule_time if schedule_time is not None else DEFAULT_SCHEDULE_TIME)
     validation.time_range(time_range)
     return JobSpec(
         model_type=model_type, schedule_type=schedule_type, schedule_day=schedule_day,
         schedule_time=schedule_time, timezone=validation.timezone(timezone), drift_threshold=drift_threshold,
         min_samples=spec.min_samples if min_samples is None else validation.min_samples(min_samples),
-        time_range=time_range,
+        time_range=time_range, drift_signal=drift_signal,
     )
 
 
@@ -111,7 +122,7 @@ DEFAULT_JOBS: tuple[JobSpec, ...] = (
 _COLUMNS = """model_type TEXT NOT NULL, schedule_type TEXT NOT NULL,
     schedule_day INTEGER, schedule_time TEXT, timezone TEXT NOT NULL, drift_threshold DOUBLE PRECISION,
     min_samples BIGINT NOT NULL, time_range TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT NOT NULL"""
+    created_at TEXT NOT NULL, drift_signal TEXT"""
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);;"
 _SCHEMA = {
     "sqlite": f"CREATE TABLE IF NOT EXISTS jobs (job_id INTEGER PRIMARY KEY AUTOINCREMENT, {_COLUMNS});; {_META}",
@@ -135,8 +146,18 @@ class JobStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine = sqlstore.get_engine(self.url, SCHEMA_NAME)
             sqlstore.create_schema(self._engine, SCHEMA_NAME, _SCHEMA[self._engine.dialect.name])
+            self._add_missing_columns()
         except (OSError, sa.exc.SQLAlchemyError) as err:
             raise StorageError("job store", self.path if self.url.startswith("sqlite") else SCHEMA_NAME, err) from err
+
+    def _add_missing_columns(self) -> None:
+        """A store made by an earlier release lacks `drift_signal`: its on_drift jobs keep judging by accuracy."""
+        if "drift_signal" in {c["name"] for c in sa.inspect(self._engine).get_columns("jobs")}:
+            return
+        with sqlstore.write(self._engine, "jobs") as conn:
+            if "drift_signal" not in {c["name"] for c in sa.inspect(conn).get_columns("jobs")}:
+                conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN drift_signal TEXT"))
+                conn.execute(sa.text("UPDATE jobs SET drift_signal = 'accuracy' WHERE schedule_type = 'on_drift'"))
 
     def add(self, job: JobSpec) -> int:
         with sqlstore.write(self._engine, "jobs") as conn:
@@ -182,7 +203,7 @@ class JobStore:
 def _insert(conn: sa.Connection, job: JobSpec) -> int:
     values = {**asdict(job), "created_at": datetime.now(UTC).isoformat()}
     columns = ("model_type", "schedule_type", "schedule_day", "schedule_time", "timezone", "drift_threshold",
-               "min_samples", "time_range", "created_at")
+               "min_samples", "time_range", "created_at", "drift_signal")
     sql = (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
            "RETURNING job_id")
     return int(conn.execute(sa.text(sql), {c: values[c] for c in columns}).scalar_one())
@@ -192,6 +213,7 @@ def _job(row: Mapping[str, Any]) -> StoredJob:
     return StoredJob(
         model_type=row["model_type"], schedule_type=row["schedule_type"], schedule_day=row["schedule_day"],
         schedule_time=row["schedule_time"], timezone=row["timezone"], drift_threshold=row["drift_threshold"],
-        min_samples=row["min_samples"], time_range=row["time_range"], job_id=row["job_id"],
+        min_samples=row["min_samples"], time_range=row["time_range"], drift_signal=row["drift_signal"],
+        job_id=row["job_id"],
         enabled=bool(row["enabled"]), created_at=row["created_at"],
     )

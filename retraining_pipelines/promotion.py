@@ -36,7 +36,14 @@ from retraining_pipelines.catalog import ModelSpec, get_spec
 from retraining_pipelines.errors import ModelIntegrityError, RegistryError
 from retraining_pipelines.features import FeatureSet
 from retraining_pipelines.registry import ActiveVersionChanged, ModelRegistry, ModelStatus
-from retraining_pipelines.training import TimeSplit, TrainedModel, naive_baseline, time_split, validate_model
+from retraining_pipelines.training import (
+    TimeSplit,
+    TrainedModel,
+    best_single_feature,
+    naive_baseline,
+    time_split,
+    validate_model,
+)
 from retraining_pipelines.versioning import parse_version
 
 #: The spec's rule: roll back when the new accuracy is more than 5 % worse than the old.
@@ -153,6 +160,8 @@ class GateOutcome:
     comparison: Comparison
     baseline: dict[str, float]
     holdout_rows: int
+    #: The best rule on one input alone (name, hold-out accuracy): what the model must add to.
+    single_feature: tuple[str, float] = ("", 0.0)
 
 
 def run_gate(
@@ -205,7 +214,7 @@ def run_gate(
         promoted=decision.promote, reason=decision.reason,
         active_version=registry.get_active_version(spec.model_type), warnings=list(decision.warnings), **run,
     )
-    return GateOutcome(result, comparison, baseline, len(split.y_holdout))
+    return GateOutcome(result, comparison, baseline, len(split.y_holdout), best_single_feature(split, spec))
 
 
 @dataclass

@@ -168,10 +168,13 @@ class AutomatedRetrainingService:
         min_samples: int | None = None,
         timezone: str = "UTC",
         time_range: str = "last_90d",
+        drift_signal: str | None = None,
     ) -> int:
-        """Register a retraining job; returns its `job_id`. Invalid input stores nothing."""
+        """Register a retraining job; returns its `job_id`. Invalid input stores nothing.
+
+        `drift_signal` (on_drift jobs): `accuracy`, `inputs` or `either` (default) - see `jobstore`."""
         job = validate_job(model_type, schedule_type, schedule_day, schedule_time, drift_threshold, min_samples,
-                           timezone, time_range)
+                           timezone, time_range, drift_signal)
         job_id = self.jobs.add(job)
         self.reload_code_location()
         return job_id

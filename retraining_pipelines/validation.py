@@ -90,6 +90,12 @@ def drift_threshold(value: object, field: str = "drift_threshold") -> float:
     return number(field, value, 0.0, 1.0, low_open=True, high_open=True, allowed=THRESHOLD_HELP)
 
 
+def one_of(field: str, value: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidFieldError(field, value, allowed)
+    return value
+
+
 def schedule_time(value: object) -> str:
     if not isinstance(value, str) or not _CLOCK.fullmatch(value):
         raise InvalidFieldError("schedule_time", value, "'HH:MM' from 00:00 to 23:59")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -15,15 +16,18 @@ from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore, Window
 from retraining_pipelines.drift import (
     MIN_LABELLED,
+    SHIFT_LIMIT,
     DriftDetector,
     accuracy_drift,
     change_point,
     feature_drift,
+    input_shift,
     prediction_accuracy,
     replay_predictions,
 )
 from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.features import engineer_features
+from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.training import validate_model
@@ -195,3 +199,50 @@ def test_the_change_point_is_the_day_accuracy_dropped() -> None:
     better = {age: (int(rng.binomial(12, 0.95 if age < 6 else 0.6)), 12) for age in range(30)}
     assert change_point(better) is None, "an improvement is no drift"
     assert change_point({0: (1, 3), 1: (3, 3)}) is None, "too few labels on either side"
+
+
+SHIFT_END = datetime(2026, 11, 26, tzinfo=UTC)
+SHIFT_START = SHIFT_END - timedelta(days=10)
+
+
+def _sensor_world(tmp_path: Path, kind: str | None, seed: int = 1) -> DriftDetector:
+    """A hobby grower's 8 units over 90 days; `kind` switches on 10 days before the end."""
+    drift = (DriftScenario(kind, SHIFT_START),) if kind else ()
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / f'{kind}.sqlite'}")
+    store.write_frames(generate(GeneratorConfig(end=SHIFT_END, days=90, units=8, seed=seed, drift=drift)).tables())
+    return DriftDetector(ModelRegistry(tmp_path / "registry"), store)
+
+
+@pytest.mark.parametrize("kind", ["heat_wave", "season"])
+def test_an_input_shift_is_seen_on_its_first_day_before_any_label(tmp_path: Path, kind: str) -> None:
+    detector = _sensor_world(tmp_path, kind)
+    before = [detector.check_inputs(SHIFT_START - timedelta(days=d)) for d in range(0, 8)]
+    assert not any(v.shifted for v in before), [v.reason for v in before]
+    first_day = detector.check_inputs(SHIFT_START + timedelta(days=1))  # one whole day of the new climate
+    assert first_day.shifted and first_day.score > SHIFT_LIMIT, first_day.reason
+    assert abs(first_day.per_sensor["temperature"]) > 3 and "temperature" in first_day.reason
+    assert first_day.change_days_ago == 2
+
+
+def test_a_stable_world_moves_its_sensors_but_never_jumps(tmp_path: Path) -> None:
+    detector = _sensor_world(tmp_path, None, seed=2)
+    verdicts = [detector.check_inputs(SHIFT_END - timedelta(days=d)) for d in range(0, 40)]
+    assert all(v.shifted is False for v in verdicts), max(v.score for v in verdicts)
+    assert max(v.score for v in verdicts) > 1, "the season and the weather do move the levels"
+
+
+def test_input_shift_needs_history_and_tolerates_gaps() -> None:
+    rng = np.random.default_rng(0)
+    days = pd.DataFrame({"temperature": 22 + rng.normal(0, 1, 60), "humidity": 60 + rng.normal(0, 3, 60)})
+    assert input_shift(days.iloc[:20]).shifted is None and "insufficient data" in input_shift(days.iloc[:20]).reason
+    assert input_shift(days).shifted is False
+    spell = days.copy()
+    spell.iloc[-2:, 1] += 30  # humidity alone: what a damp spell looks like
+    assert input_shift(spell).shifted is False and "only one sensor" in input_shift(spell).reason
+    jumped = days.copy()
+    jumped.iloc[-2:, 0] += 8  # two days 8 SDs warmer and drier: a heat wave
+    jumped.iloc[-2:, 1] -= 12
+    assert input_shift(jumped).shifted is True
+    gappy = jumped.copy()
+    gappy.iloc[-1] = np.nan  # the last day has no readings: no verdict on it, no crash
+    assert input_shift(gappy).shifted is False

@@ -8,7 +8,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +18,7 @@ from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
-from retraining_pipelines.drift_policy import ATTEMPT_TAG, DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
+from retraining_pipelines.drift_policy import AS_OF_TAG, ATTEMPT_TAG, DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
 from retraining_pipelines.generator import DriftScenario, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
@@ -230,3 +230,50 @@ def test_check_and_execute_jobs_confirms_drift_across_calls_then_retrains(tmp_pa
         second = [e for e in service.check_and_execute_jobs() if e.trigger == "drift"]
         assert len(second) == 1 and second[0].result is not None, second
         assert second[0].result.promoted and world.registry.get_active_version(MODEL) == "1.1.0"
+
+
+@pytest.mark.parametrize("signal", ["accuracy", "inputs", "either"])
+def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Path, no_cooldown: None,
+                                                                   signal: str) -> None:
+    """A heat wave with no logged outcomes yet: only jobs that watch the inputs retrain, once per shift,
+    and the retrain weighs the rows from before the shift down (its run config says from when). A week
+    later, with the drifted version still active (that retrain was never served), one follow-up."""
+    start = NOW - timedelta(days=11)
+    config = dataclasses.replace(TEST_CONFIG, days=90, drift=(DriftScenario("heat_wave", start),))
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")
+    store.write_frames(generate(config).tables())
+    with dg.instance_for_test() as instance:
+        resources = pipeline_resources(store, registry_dir=str(tmp_path / "registry"))
+        assert retrain(MODEL, store, instance, {"time_range": "last_60d", "as_of": start.isoformat()},
+                       resources=resources, tags={AS_OF_TAG: start.isoformat()}).success
+        jobs = JobStore(tmp_path / "jobs.sqlite")
+        jobs.add(validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50, time_range="last_28d",
+                              drift_signal=signal))
+        evaluate = functools.partial(evaluate_drift_jobs, jobs.list("on_drift"), instance, store,
+                                     resources["model_registry"].get(), Notifier(log_path=str(tmp_path / "n.jsonl")))
+        ticks, cursor = [], None
+        for day in range(1, 6):
+            ticks.append(evaluate(cursor=cursor, now=start + timedelta(days=day)))
+            cursor = ticks[-1].cursor
+        requested = [day for day, tick in enumerate(ticks, start=1) if tick.run_requests]
+        if signal == "accuracy":
+            assert requested == [] and "insufficient data" in ticks[-1].skipped[MODEL]
+            assert ticks[-1].measurements[MODEL].input_shift is None, "an accuracy job does not read the sensors"
+            return
+        assert len(requested) == 1 and requested[0] <= 3, [t.skipped.get(MODEL) for t in ticks]
+        day2 = ticks[requested[0] - 1]
+        assert "confirms it" in ticks[requested[0] - 2].skipped[MODEL], "seen once, confirmed by the next check"
+        (request,) = day2.run_requests
+        changed_at = datetime.fromisoformat(request.run_config["ops"]["trained_model"]["config"]["changed_at"])
+        assert abs(changed_at - start) <= timedelta(days=1), "the retrain weighs the world before the shift down"
+        assert float(request.tags["retraining/input_shift_score"]) > 5
+        assert "retraining/accuracy_drift" not in request.tags, "no accuracy figure is known yet"
+        assert "already retrained for this shift" in ticks[requested[0]].skipped[MODEL]
+        requested_at = start + timedelta(days=requested[0])
+        too_soon = evaluate(cursor=cursor, now=requested_at + timedelta(days=6))
+        assert too_soon.run_requests == []
+        (follow_up,) = evaluate(cursor=cursor, now=requested_at + timedelta(days=7, hours=1)).run_requests
+        assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
+        assert follow_up.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
+        metadata = day2.observations()[0].metadata
+        assert metadata["input_shift_score"].value > 5 and "temperature" in metadata["input_shift"].value
