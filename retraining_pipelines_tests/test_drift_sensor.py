@@ -18,7 +18,13 @@ from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import replay_predictions
-from retraining_pipelines.drift_policy import AS_OF_TAG, ATTEMPT_TAG, DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
+from retraining_pipelines.drift_policy import (
+    AS_OF_TAG,
+    ATTEMPT_TAG,
+    DRIFT_COOLDOWN_ENV,
+    INPUT_FOLLOW_UP_S,
+    evaluate_drift_jobs,
+)
 from retraining_pipelines.generator import DriftScenario, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
@@ -185,9 +191,12 @@ def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldow
         world = _world(tmp_path, drift=True, instance=instance)
         registry_dir = world.resources["model_registry"].registry_dir
         version = world.registry.get_active_version(MODEL)
-        with world.store.engine.begin() as conn:  # keep only a day of labelled predictions
-            conn.exec_driver_sql("DELETE FROM predictions WHERE ts < ?", (int((NOW - timedelta(days=1)).timestamp()),))
-        result = world.sensor()  # a day's labels show the drop, but cannot prove it yet
+        with world.store.engine.begin() as conn:  # keep a day's worth: 10 labels, 4 of them wrong
+            conn.exec_driver_sql(
+                "DELETE FROM predictions WHERE id NOT IN (SELECT id FROM (SELECT id FROM predictions WHERE "
+                "prediction != actual ORDER BY ts DESC LIMIT 4)) AND id NOT IN (SELECT id FROM (SELECT id FROM "
+                "predictions WHERE prediction = actual ORDER BY ts DESC LIMIT 6))")
+        result = world.sensor()  # 10 labels show the drop, but cannot prove it yet
         assert result.run_requests == [] and "drift suspected, not yet significant" in result.skip_reason.skip_message
         with world.store.engine.begin() as conn:  # and a handful give no verdict at all
             conn.exec_driver_sql("DELETE FROM predictions WHERE id NOT IN "
@@ -237,7 +246,8 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
                                                                    signal: str) -> None:
     """A heat wave with no logged outcomes yet: only jobs that watch the inputs retrain, once per shift,
     and the retrain weighs the rows from before the shift down (its run config says from when). A week
-    later, with the drifted version still active (that retrain was never served), one follow-up."""
+    later (sooner than after an accuracy verdict), with the drifted version still active (that
+    retrain was never served), one follow-up."""
     start = NOW - timedelta(days=11)
     config = dataclasses.replace(TEST_CONFIG, days=90, drift=(DriftScenario("heat_wave", start),))
     store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")
@@ -270,9 +280,9 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         assert "retraining/accuracy_drift" not in request.tags, "no accuracy figure is known yet"
         assert "already retrained for this shift" in ticks[requested[0]].skipped[MODEL]
         requested_at = start + timedelta(days=requested[0])
-        too_soon = evaluate(cursor=cursor, now=requested_at + timedelta(days=6))
-        assert too_soon.run_requests == []
-        (follow_up,) = evaluate(cursor=cursor, now=requested_at + timedelta(days=7, hours=1)).run_requests
+        due = requested_at + timedelta(seconds=INPUT_FOLLOW_UP_S)
+        assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
+        (follow_up,) = evaluate(cursor=cursor, now=due + timedelta(hours=1)).run_requests
         assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
         assert follow_up.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
         metadata = day2.observations()[0].metadata
