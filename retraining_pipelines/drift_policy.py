@@ -25,10 +25,9 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
 * **Finish the recovery.** A drift retrain made days after the change still learns mostly from
   rows before it: served, it is not yet as good as the new world allows; made a day or two after
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
-  new world has accumulated (`FOLLOW_UP_S` after the request; `INPUT_FOLLOW_UP_S` after one that
-  answered an input shift, which comes only a day or two after the change), if the active version -
-  the drift retrain or the drifted one - still learned from before the change, one follow-up
-  retrain learns from the rows since it (older ones weighted down), and the gate decides again.
+  new world has accumulated (`FOLLOW_UP_S` after the request), if the active version - the drift
+  retrain or the drifted one - still learned from before the change, one follow-up retrain learns
+  from the rows since it (older ones weighted down), and the gate decides again.
 * **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
   leaves the drifted version active; the next tick sees the same version still drifting and
   retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, with the window the
@@ -64,8 +63,6 @@ MIN_RETRAIN_DAYS = 7
 #: After a drift retrain that still learned from pre-change rows is served, one follow-up retrain on
 #: the rows since the change, this long after the drift request.
 FOLLOW_UP_S = 7 * 24 * 3600
-#: ... and after a retrain that answered an input shift (made a day or two after the change).
-INPUT_FOLLOW_UP_S = 4 * 24 * 3600
 #: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
 UNRESOLVED_AFTER = 3
 ATTEMPT_TAG = "retraining/drift_attempt"
@@ -208,12 +205,10 @@ def evaluate_drift_jobs(
         change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
         result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change))
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
-        answers_inputs = inputs is not None and bool(inputs.shifted) and _signal(job) != "accuracy"
-        if answers_inputs:
+        if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
             answered = answered or now.timestamp()
         result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
                                      "requested_at": now.timestamp(), "time_range": time_range, "change_ts": change,
-                                     "follow_up_s": INPUT_FOLLOW_UP_S if answers_inputs else FOLLOW_UP_S,
                                      **({INPUTS_ANSWERED: answered} if answered else {})}
         _notify(notifier, job, metrics, attempt, time_range)
     return result
@@ -255,7 +250,7 @@ def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegis
         return None
     record = registry.get_version(job.model_type, active)
     since_request = now.timestamp() - float(last["requested_at"])
-    if (record.train_start_ts or 0) >= last["change_ts"] or since_request < float(last.get("follow_up_s", FOLLOW_UP_S)):
+    if (record.train_start_ts or 0) >= last["change_ts"] or since_request < FOLLOW_UP_S:
         return None
     days = math.ceil((now.timestamp() - last["change_ts"]) / DAY / (1 - HOLDOUT_FRACTION))
     return _widened(job, days, store, now)

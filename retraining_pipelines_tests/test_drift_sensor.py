@@ -22,7 +22,7 @@ from retraining_pipelines.drift_policy import (
     AS_OF_TAG,
     ATTEMPT_TAG,
     DRIFT_COOLDOWN_ENV,
-    INPUT_FOLLOW_UP_S,
+    FOLLOW_UP_S,
     evaluate_drift_jobs,
 )
 from retraining_pipelines.generator import DriftScenario, generate
@@ -246,8 +246,7 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
                                                                    signal: str) -> None:
     """A heat wave with no logged outcomes yet: only jobs that watch the inputs retrain, once per shift,
     and the retrain weighs the rows from before the shift down (its run config says from when). A week
-    later (sooner than after an accuracy verdict), with the drifted version still active (that
-    retrain was never served), one follow-up."""
+    later, with the drifted version still active (that retrain was never served), one follow-up."""
     start = NOW - timedelta(days=11)
     config = dataclasses.replace(TEST_CONFIG, days=90, drift=(DriftScenario("heat_wave", start),))
     store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")
@@ -280,7 +279,7 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         assert "retraining/accuracy_drift" not in request.tags, "no accuracy figure is known yet"
         assert "already retrained for this shift" in ticks[requested[0]].skipped[MODEL]
         requested_at = start + timedelta(days=requested[0])
-        due = requested_at + timedelta(seconds=INPUT_FOLLOW_UP_S)
+        due = requested_at + timedelta(seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
         (follow_up,) = evaluate(cursor=cursor, now=due + timedelta(hours=1)).run_requests
         assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
