@@ -55,7 +55,7 @@ from retraining_pipelines.errors import InsufficientSamplesError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.jobstore import JobStore, validate_job
+from retraining_pipelines.jobstore import DEFAULT_DRIFT_SIGNAL, DRIFT_SIGNALS, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.training import validate_model
@@ -135,7 +135,8 @@ def _day(i: int) -> datetime:
     return END - timedelta(days=SIMULATED_DAYS - i)
 
 
-def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...]) -> list[Pair]:
+def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...],
+              drift_signal: str = DEFAULT_DRIFT_SIGNAL) -> list[Pair]:
     """The service loop over one generated world; one `Pair` per model type."""
     home = Path(tempfile.mkdtemp(prefix="drift-bench-"))
     os.environ["DAGSTER_HOME"] = str(home)
@@ -146,7 +147,7 @@ def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...]) -> 
     jobs = JobStore(home / "jobs.sqlite")
     for model in models:
         jobs.add(validate_job(model, "on_drift", drift_threshold=0.15, min_samples=get_spec(model).min_samples,
-                              time_range="last_30d"))
+                              time_range="last_30d", drift_signal=drift_signal))
     notifier = Notifier(log_path=str(home / "notifications.jsonl"))
     resources = default_resources(store, ModelRegistryResource(registry_dir=str(home / "registry")), notifier)
     registry: ModelRegistry = resources["model_registry"].get()
@@ -290,6 +291,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
+    parser.add_argument("--drift-signal", choices=DRIFT_SIGNALS, default=DEFAULT_DRIFT_SIGNAL,
+                        help="the on_drift jobs' drift_signal")
     parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -297,7 +300,7 @@ def main() -> None:
     for scenario in args.scenarios:
         for seed in range(1, args.seeds + 1):
             t0 = time.perf_counter()
-            results += run_world(scenario, seed, args.units, tuple(args.models))
+            results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal)
             print(f"{scenario} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     text = report(results, args.units, args.seeds, time.perf_counter() - started)
     print(text)

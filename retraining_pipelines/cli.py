@@ -287,7 +287,7 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--min-samples", type=int)
             cmd.add_argument("--timezone", default="UTC")
             cmd.add_argument("--time-range", default="last_90d")
-            cmd.add_argument("--drift-signal", help="on_drift: accuracy | inputs | either (default either)")
+            cmd.add_argument("--drift-signal", help="on_drift: accuracy | inputs | either (default accuracy)")
         if name == "remove":
             cmd.add_argument("job_id", type=int)
     _add_model_commands(sub)

@@ -172,7 +172,7 @@ class AutomatedRetrainingService:
     ) -> int:
         """Register a retraining job; returns its `job_id`. Invalid input stores nothing.
 
-        `drift_signal` (on_drift jobs): `accuracy`, `inputs` or `either` (default) - see `jobstore`."""
+        `drift_signal` (on_drift jobs): `accuracy` (default), `inputs` or `either` - see `jobstore`."""
         job = validate_job(model_type, schedule_type, schedule_day, schedule_time, drift_threshold, min_samples,
                            timezone, time_range, drift_signal)
         job_id = self.jobs.add(job)

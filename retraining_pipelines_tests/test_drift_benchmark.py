@@ -17,7 +17,7 @@ def drifted():
 def test_a_drift_that_hurts_is_flagged_within_days_and_a_retrain_is_served(drifted) -> None:
     summary = drifted.summary()
     assert summary["degraded"], summary  # the frozen day-0 model lost >= 15 %, significantly
-    assert summary["delay"] is not None and summary["delay"] <= 4, summary  # seen by its sensors
+    assert summary["delay"] is not None and summary["delay"] <= 7, summary
     assert drifted.promoted[0] == 0 and len(drifted.promoted) >= 2, "a drift retrain was served"
     assert summary["last"] > summary["worst"] + 0.1, summary
     assert summary["oracle"] is not None and summary["recovered"], summary  # back within 3 points

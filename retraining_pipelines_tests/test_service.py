@@ -43,7 +43,7 @@ def test_add_list_and_remove_jobs_in_the_spec_shape(service: AutomatedRetraining
     shown = jobs[weekly].to_dict()
     assert shown["schedule_config"] == {"day": 2, "time": "03:00", "timezone": "UTC"}
     assert shown["next_run"] == "2026-02-18T03:00:00Z" and shown["last_run"] is None
-    assert jobs[drift].to_dict()["schedule_config"] == {"drift_threshold": 0.15, "drift_signal": "either"}
+    assert jobs[drift].to_dict()["schedule_config"] == {"drift_threshold": 0.15, "drift_signal": "accuracy"}
     assert jobs[drift].next_run is None
     service.remove_job(weekly)
     assert [j.job_id for j in service.get_retraining_schedule()] == [drift]
