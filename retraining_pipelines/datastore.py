@@ -154,6 +154,18 @@ def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
     return sa.case((error <= tolerance, 1.0), else_=0.0)
 
 
+def _in_range() -> dict[str, sa.ColumnElement]:
+    """Per sensor: is a reading within its physical range (outside it is a sensor fault)."""
+    r = sensor_readings.c
+    return {name: r[name].between(lo, hi) for name, (lo, hi) in PHYSICAL_RANGES.items()}
+
+
+def _in_range_means(valid: dict[str, sa.ColumnElement]) -> list[sa.Label]:
+    """The mean of each sensor's in-range readings, faults left out."""
+    r = sensor_readings.c
+    return [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
     """One engine per URL per process, with the schema in place before anyone queries it.
@@ -292,8 +304,8 @@ class PlantDataStore(dg.ConfigurableResource):
         """Hourly means per unit of in-range readings, plus reading and out-of-range counts."""
         r = sensor_readings.c
         hour = (r.ts // HOUR * HOUR).label("hour_ts")
-        valid = {name: r[name].between(lo, hi) for name, (lo, hi) in PHYSICAL_RANGES.items()}
-        means = [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
+        valid = _in_range()
+        means = _in_range_means(valid)
         faulty = sa.or_(*(sa.and_(r[n].is_not(None), sa.not_(valid[n])) for n in SENSORS))
         query = (
             sa.select(r.unit_id, hour, *means, sa.func.count().label("n_readings"),
@@ -310,9 +322,7 @@ class PlantDataStore(dg.ConfigurableResource):
         a shift common to them (a heat wave, a recalibration) stays whole."""
         r = sensor_readings.c
         day = (r.ts // DAY * DAY).label("day_ts")
-        valid = {name: r[name].between(lo, hi) for name, (lo, hi) in PHYSICAL_RANGES.items()}
-        means = [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
-        query = (sa.select(day, r.unit_id, *means).where(r.ts >= start_ts, r.ts < end_ts)
+        query = (sa.select(day, r.unit_id, *_in_range_means(_in_range())).where(r.ts >= start_ts, r.ts < end_ts)
                  .group_by(day, r.unit_id))
         per_unit = self._read(query)
         if per_unit.empty:

@@ -54,6 +54,7 @@ from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldEr
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.settings import registry_dir
+from retraining_pipelines.training import accuracy_of
 
 DEFAULT_THRESHOLD = 0.15
 MIN_LABELLED = 10  # labelled predictions before any accuracy verdict
@@ -137,10 +138,8 @@ def accuracy_drift(baseline: float, current: float) -> float:
 
 def prediction_accuracy(spec: ModelSpec, predicted: Sequence[Any], actual: Sequence[Any]) -> float:
     """Accuracy of logged predictions, by the catalog's definition for the model type."""
-    if spec.task == "classification":
-        return float(np.mean([str(p) == str(a) for p, a in zip(predicted, actual, strict=True)]))
-    error = np.abs(np.asarray(predicted, dtype=float) - np.asarray(actual, dtype=float))
-    return float(np.mean(error <= spec.accuracy_tolerance))
+    kind = str if spec.task == "classification" else float  # the log keeps both as text
+    return accuracy_of(spec, np.asarray(actual, dtype=kind), np.asarray(predicted, dtype=kind))
 
 
 class DriftDetector:
