@@ -13,12 +13,12 @@ from pathlib import Path
 import joblib
 
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features
+from retraining_pipelines.plantdb import PlantQueries
 from retraining_pipelines.training import time_split, validate_model
 
 
-def bare_retrains(store: PlantDataStore, out: Path, model_types: Iterable[str], time_range: str = "last_90d") -> float:
+def bare_retrains(store: PlantQueries, out: Path, model_types: Iterable[str], time_range: str = "last_90d") -> float:
     """Retrain `model_types` in sequence as a bare script would; returns the seconds it took."""
     started = time.perf_counter()
     for model_type in model_types:

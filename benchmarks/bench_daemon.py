@@ -1,16 +1,17 @@
-"""Benchmark: retrains through the embedded service's daemon vs a bare script, before and after tuning.
+"""Benchmark: retrains through the embedded service's daemon vs a bare script, default vs warm run launcher.
 
 Run on demand (not in CI):  .venv/bin/python -m benchmarks.bench_daemon [--days 180 --units 12 --repeats 3]
 
-`retraining serve` (the embedded default: SQLite, the daemon's queue, 2 runs at once) on the demo
-data, measured twice in one run, interleaved with the bare script:
-  * before: the queue's dequeue interval at 5 s and no thread rule (each run's HistGradientBoosting
-    takes every core), what `dagster_home/dagster.yaml` had before this change;
-  * after: the committed `dagster_home/dagster.yaml` and the thread rule.
+`retraining serve` (the embedded default: SQLite, the daemon's queue, 2 runs at once, dequeue every
+1 s, the thread rule) on the demo data, measured twice in one run, interleaved with the bare script:
+  * before: Dagster's `DefaultRunLauncher` (a fresh Python per run, importing everything again);
+  * after: the committed `dagster_home/dagster.yaml`, whose `WarmRunLauncher` (launcher.py) forks
+    each run from a process that has the libraries imported.
 Rows: one retrain launched as the UI's Materialize button does, launch -> SUCCESS (median of
-`repeats`), and all 7 model types launched at once (a backfill), first launch -> last SUCCESS.
-Baseline: a bare script doing the same work in one process, no Dagster (the project's SQL,
-features, split, estimator, metrics, `joblib.dump`).
+`repeats`; the first launch of a service also starts the warm process), and all 7 model types
+launched at once (a backfill), first launch -> last SUCCESS. Baseline: a bare script doing the same
+work in one process, no Dagster (the project's SQL, features, split, estimator, metrics,
+`joblib.dump`).
 """
 
 from __future__ import annotations
@@ -30,46 +31,41 @@ import yaml
 
 from benchmarks.bare import bare_retrains
 from retraining_pipelines.catalog import MODEL_TYPES
-from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, generate
-from retraining_pipelines.settings import PROJECT_DAGSTER_HOME, RUNS_PER_MACHINE_ENV
+from retraining_pipelines.plantdb import PlantDatabase
+from retraining_pipelines.settings import PROJECT_DAGSTER_HOME
 from retraining_pipelines_tests import live
 
 WINDOW = "last_90d"
 
 
 def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
-    """A DAGSTER_HOME with the committed instance config, or with the one before tuning."""
+    """A DAGSTER_HOME with the committed instance config, or with Dagster's default run launcher."""
     home = work / name
     home.mkdir()
     config = yaml.safe_load((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
     if not tuned:
-        config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 5
+        config.pop("run_launcher")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     shutil.copy(plant_db, home / "plant_data.sqlite")
     return home
 
 
-def through_daemon(home: Path, tuned: bool, repeats: int) -> tuple[list[float], float]:
-    env = {} if tuned else {RUNS_PER_MACHINE_ENV: "1"}  # untuned: each run takes every core, as before
-    os.environ.pop(RUNS_PER_MACHINE_ENV, None)
-    os.environ.update({**env, "DAGSTER_HOME": str(home)})  # the embedded dagster.yaml reads DAGSTER_HOME
+def through_daemon(home: Path, repeats: int) -> tuple[list[float], float]:
+    os.environ["DAGSTER_HOME"] = str(home)  # the embedded dagster.yaml reads DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        with live.serving(home, env=env) as url:
-            singles = []
-            for _ in range(repeats):
-                started = time.time()
-                run_id = live.launch_retrain(url, "disease")
-                assert live.wait_for_run(url, run_id) == "SUCCESS"
-                singles.append(instance.get_run_record_by_id(run_id).end_time - started)
+    with live.serving(home) as url:
+        singles = []
+        for _ in range(repeats):
             started = time.time()
-            run_ids = [live.launch_retrain(url, model_type) for model_type in MODEL_TYPES]
-            assert all(live.wait_for_run(url, run_id, timeout=900) == "SUCCESS" for run_id in run_ids)
-            ends = [r.end_time for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))]
-            return singles, max(ends) - started
-    finally:
-        os.environ.pop(RUNS_PER_MACHINE_ENV, None)
+            run_id = live.launch_retrain(url, "disease")
+            assert live.wait_for_run(url, run_id) == "SUCCESS"
+            singles.append(instance.get_run_record_by_id(run_id).end_time - started)
+        started = time.time()
+        run_ids = [live.launch_retrain(url, model_type) for model_type in MODEL_TYPES]
+        assert all(live.wait_for_run(url, run_id, timeout=900) == "SUCCESS" for run_id in run_ids)
+        ends = [r.end_time for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))]
+        return singles, max(ends) - started
 
 
 def main() -> None:
@@ -80,13 +76,13 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     plant_db = work / "plant_data.sqlite"
-    store = PlantDataStore(database_url=f"sqlite:///{plant_db}")
+    store = PlantDatabase(f"sqlite:///{plant_db}")
     store.write_frames(generate(GeneratorConfig(end=datetime.now(UTC), days=args.days, units=args.units)).tables())
     bare_one, bare_seven, figures = [], [], {}
     for round_, tuned in enumerate((False, True, False, True)):
         bare_one += [bare_retrains(store, work, ("disease",), WINDOW) for _ in range(args.repeats)]
         bare_seven.append(bare_retrains(store, work, MODEL_TYPES, WINDOW))
-        singles, seven = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), tuned, args.repeats)
+        singles, seven = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), args.repeats)
         figures.setdefault(tuned, ([], []))
         figures[tuned][0].extend(singles)
         figures[tuned][1].append(seven)

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sklearn.dummy import DummyClassifier
 
 from retraining_pipelines import MODEL_TYPES, DriftDetector, ModelMetadata, ModelRegistry, PlantDataStore
-from retraining_pipelines.datastore import DAY
+from retraining_pipelines.plantdb import DAY
 
 MODEL = "disease"
 COVERING = "ix_predictions_drift"

@@ -48,7 +48,7 @@ from scipy.stats import fisher_exact
 from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.code_location import build_definitions, default_resources
-from retraining_pipelines.datastore import DAY, PlantDataStore
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import predict_window, prediction_accuracy, replay_predictions
 from retraining_pipelines.drift_policy import AS_OF_TAG, evaluate_drift_jobs
 from retraining_pipelines.errors import InsufficientSamplesError
@@ -57,6 +57,7 @@ from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, Generator
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import DEFAULT_DRIFT_SIGNAL, DRIFT_SIGNALS, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.training import validate_model
 

@@ -16,11 +16,12 @@ from threadpoolctl import threadpool_limits
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
-from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RetrainingError
 from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.notifications import Notifier, retrained_event
+from retraining_pipelines.plantdb import HOUR, TrainingSamples
 from retraining_pipelines.promotion import GateOutcome, RetrainingResult, run_gate
 from retraining_pipelines.registry import trigger_from_tags
 from retraining_pipelines.runs import tag_run_worker

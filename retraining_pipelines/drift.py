@@ -49,9 +49,9 @@ from scipy.stats import binom, chi2, chi2_contingency, ks_2samp, wasserstein_dis
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.datastore import DAY, PlantDataStore, Window, predictions
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import engineer_features
+from retraining_pipelines.plantdb import DAY, PlantDatabase, PlantQueries, Window, predictions
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.settings import registry_dir
 from retraining_pipelines.training import accuracy_of
@@ -145,11 +145,11 @@ def prediction_accuracy(spec: ModelSpec, predicted: Sequence[Any], actual: Seque
 class DriftDetector:
     """Judges the active version of each model type against its own validation accuracy."""
 
-    def __init__(self, registry: ModelRegistry | None = None, store: PlantDataStore | None = None,
+    def __init__(self, registry: ModelRegistry | None = None, store: PlantQueries | None = None,
                  min_labelled: int = MIN_LABELLED, threshold: float = DEFAULT_THRESHOLD) -> None:
         """No arguments: the DAGSTER_HOME registry and plant database, like `AutomatedRetrainingService()`."""
         self.registry = registry if registry is not None else ModelRegistry(registry_dir())
-        self.store = store if store is not None else PlantDataStore()
+        self.store = store if store is not None else PlantDatabase()
         self.min_labelled = validation.whole("min_labelled", min_labelled, 1, validation.MAX_MIN_SAMPLES)
         self.threshold = validation.drift_threshold(threshold, "threshold")
 
@@ -357,7 +357,7 @@ def _categorical(values: np.ndarray) -> bool:
     return bool(np.all(np.mod(values, 1) == 0) and len(np.unique(values)) <= 10)
 
 
-def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_type: str,
+def replay_predictions(store: PlantQueries, registry: ModelRegistry, model_type: str,
                        time_range: str = "last_14d", end: datetime | None = None) -> int:
     """Log what the active model predicts for the labelled events of a window, with their outcomes.
 
@@ -376,7 +376,7 @@ def replay_predictions(store: PlantDataStore, registry: ModelRegistry, model_typ
     return len(frame)
 
 
-def predict_window(store: PlantDataStore, registry: ModelRegistry, model_type: str, version: str,
+def predict_window(store: PlantQueries, registry: ModelRegistry, model_type: str, version: str,
                    time_range: str = "last_14d", end: datetime | None = None) -> pd.DataFrame:
     """What `version` predicts for the labelled events of a window, with their outcomes (rows of the
     prediction log). Features are computed exactly as training computed them: history features (a

@@ -47,11 +47,12 @@ import dagster as dg
 
 from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
-from retraining_pipelines.datastore import DAY, PlantDataStore, Window
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics, InputShift
 from retraining_pipelines.errors import InsufficientSamplesError, ModelIntegrityError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.plantdb import DAY, Window
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.runs import IN_FLIGHT, PARTITION_TAG, sweep
 from retraining_pipelines.training import HOLDOUT_FRACTION

@@ -17,7 +17,7 @@ import pandas as pd
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.crops import CROPS_BY_NAME, STAGE_INDEX, CropProfile, vpd_kpa
-from retraining_pipelines.datastore import DAY, HOUR, SENSORS, TrainingSamples
+from retraining_pipelines.plantdb import DAY, HOUR, SENSORS, TrainingSamples
 
 #: Degree-day base temperature (°C), the usual one for warm-season vegetables.
 GDD_BASE_C = 10.0

@@ -37,8 +37,18 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(self.registry_dir or registry_dir(), keep_archived=self.keep_archived)
 
 
+#: The model a step just registered, by (run id, model type), until the gate of the same run takes it.
+#: A model moves from training to validation once: streamed to disk and hashed on the way, then
+#: handed over in memory (a 100k-row forest is hundreds of MB; reloading it doubled the peak).
+_HANDED_OVER: dict[tuple[str, str], TrainedModel] = {}
+
+
 class ModelRegistryIOManager(dg.ConfigurableIOManager):
-    """Stores `TrainedModel` outputs as registry versions and loads them back, verified."""
+    """Stores `TrainedModel` outputs as registry versions and loads them back, verified.
+
+    Within one process the gate gets the very object that was registered (nothing can have
+    changed it); a step re-executed in another run or process loads the file, checksum first.
+    """
 
     model_registry: ModelRegistryResource
 
@@ -61,6 +71,10 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             ),
             reference=obj.reference,
         )
+        obj.version = record.version
+        for stale in [key for key in _HANDED_OVER if key[1] == obj.model_type]:  # a run that never reached its gate
+            del _HANDED_OVER[stale]
+        _HANDED_OVER[(context.run_id, obj.model_type)] = obj
         context.add_output_metadata({
             "version": record.version,
             # a materialization is a snapshot: the gate decides later, in validation_metrics
@@ -74,7 +88,11 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         """The candidate this run trained - never "the latest": parallel runs each gate their own."""
         model_type = context.asset_partition_key
         registry = self.model_registry.get()
-        record = self._version_of_this_run(context, registry, model_type)
+        producer = self._producer_run(context)
+        handed = _HANDED_OVER.pop((producer, model_type), None) if producer else None
+        if handed is not None:
+            return handed
+        record = self._version_of_this_run(producer, context, registry, model_type)
         estimator, record = registry.load_version(model_type, record.version)
         return TrainedModel(
             model_type=model_type,
@@ -93,16 +111,21 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         )
 
     @staticmethod
-    def _version_of_this_run(context: dg.InputContext, registry: ModelRegistry, model_type: str) -> ModelVersion:
+    def _producer_run(context: dg.InputContext) -> str | None:
+        """The run that produced the input: this run, or the one a re-execution comes from."""
+        try:
+            return context.upstream_output.run_id if context.upstream_output is not None else None
+        except dg.DagsterInvariantViolationError:  # an input context built without a run (direct tests)
+            return None
+
+    @staticmethod
+    def _version_of_this_run(producer: str | None, context: dg.InputContext, registry: ModelRegistry,
+                             model_type: str) -> ModelVersion:
         """The version registered by the run that produced the input (this run, or the one re-executed).
 
         A run that only re-materializes the validation step gets the version of the last
         materialization of `trained_model` (its output metadata), which the UI shows.
         """
-        try:
-            producer = context.upstream_output.run_id if context.upstream_output is not None else None
-        except dg.DagsterInvariantViolationError:  # an input context built without a run (direct tests)
-            producer = None
         if producer:
             record = registry.version_of_run(model_type, producer)
             if record is not None:

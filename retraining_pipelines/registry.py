@@ -36,13 +36,13 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import joblib
 import numpy as np
@@ -271,6 +271,54 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+#: Bytes read at a time when hashing an artifact: memory stays flat however large the model.
+CHUNK_BYTES = 1 << 20
+
+
+class _HashingWriter:
+    """A file that hashes and counts the bytes joblib streams through it.
+
+    The model goes to disk and gets its checksum in one pass: no in-memory copy of the pickle (a
+    3 MB forest was held twice before; a 100k-row forest is hundreds of MB).
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.size += view.nbytes
+        return self._fh.write(view)
+
+    def tell(self) -> int:  # joblib aligns numpy buffers by the position
+        return self.size
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def _dump_synced(path: Path, model: Any) -> tuple[str, int]:
+    """Pickle `model` straight into `path` (fsynced); returns its sha256 and size."""
+    with open(path, "wb") as fh:
+        writer = _HashingWriter(fh)
+        joblib.dump(model, writer)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return writer.sha256.hexdigest(), writer.size
+
+
+def _file_digest(fh: Any) -> tuple[str, int]:
+    """sha256 and size of an open file, read in chunks from its start."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := fh.read(CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def _q(conn: sa.Connection, sql: str, **params: Any) -> sa.CursorResult:
     return conn.execute(sa.text(sql), params)
 
@@ -365,17 +413,14 @@ class ModelRegistry:
         if bump is not None and bump not in ("major", "minor", "patch"):
             raise InvalidFieldError("bump", bump, ("major", "minor", "patch"))
         schema = metadata.schema_fingerprint or spec.schema_fingerprint
-        buffer = io.BytesIO()
-        joblib.dump(model, buffer)
-        files = {ARTIFACT: buffer.getvalue()}
-        if reference is not None:
-            files[REFERENCE] = reference.to_csv(index=False).encode()
+        files = {} if reference is None else {REFERENCE: reference.to_csv(index=False).encode()}
         staging = self.root / STAGING / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
+            artifact = _dump_synced(staging / ARTIFACT, model)
             for name, data in files.items():
                 _write_synced(staging / name, data)
-            record = self._commit_version(model_type, staging, files, metadata, schema, bump, status)
+            record = self._commit_version(model_type, staging, artifact, files, metadata, schema, bump, status)
         except (OSError, sa.exc.OperationalError) as err:  # a full or read-only disk: nothing was registered
             raise StorageError("model registry", self._where, err) from err
         finally:
@@ -386,6 +431,7 @@ class ModelRegistry:
         self,
         model_type: str,
         staging: Path,
+        artifact: tuple[str, int],
         files: dict[str, bytes],
         meta: ModelMetadata,
         schema: str,
@@ -398,7 +444,6 @@ class ModelRegistry:
         behind; a crash after the rename but before COMMIT leaves a directory without a row, which
         is invisible and cleared when the number is next allocated.
         """
-        payload = files[ARTIFACT]
         with self._transaction() as conn:
             latest = _row(conn, f"SELECT version, schema_fingerprint FROM versions WHERE model_type = :mt {_ORDER} "
                           "LIMIT 1", mt=model_type)
@@ -412,7 +457,7 @@ class ModelRegistry:
                 shutil.rmtree(final)
             row = {
                 "model_type": model_type, "version": version, "status": status.value,
-                "sha256": hashlib.sha256(payload).hexdigest(), "size_bytes": len(payload),
+                "sha256": artifact[0], "size_bytes": artifact[1],
                 "created_at": _now(), "metrics": json.dumps(meta.performance_metrics),
                 "feature_names": json.dumps(list(meta.feature_names)),
                 "training_samples": int(meta.training_samples), "training_duration": float(meta.training_duration),
@@ -521,35 +566,45 @@ class ModelRegistry:
             if version is None:
                 raise RegistryError(f"No active version of {model_type} to load; train one first.")
         record = self.get_version(model_type, version)
-        payload = self._verified_bytes(record)
         if record.sklearn_version != sklearn.__version__ and not allow_version_mismatch:
             raise ModelIntegrityError(
                 f"{model_type} v{version} was trained with scikit-learn {record.sklearn_version}, this "
                 f"process has {sklearn.__version__}; retrain it (or load with allow_version_mismatch=True)."
             )
-        with warnings.catch_warnings():
+        with self._verified_file(record) as fh, warnings.catch_warnings():
             warnings.simplefilter("error", InconsistentVersionWarning)
             try:
-                return joblib.load(io.BytesIO(payload)), record
+                return joblib.load(fh), record
             except InconsistentVersionWarning as err:
                 raise ModelIntegrityError(f"{model_type} v{version}: {err}") from err
 
-    def _verified_bytes(self, record: ModelVersion) -> bytes:
-        """The artifact's bytes, only if they are exactly what was registered."""
+    @contextmanager
+    def _verified_file(self, record: ModelVersion) -> Iterator[BinaryIO]:
+        """The artifact, open at its start, only if its bytes are exactly what was registered.
+
+        Hashed in chunks, then unpickled from the same open file: what is loaded is what was
+        checked (a rename over the path cannot swap it), and memory never holds the pickle whole.
+        """
         if record.status == ModelStatus.PURGED:
             raise RegistryError(f"{record.model_type} v{record.version} was purged by retention; its file is gone.")
         try:
-            payload = record.path.read_bytes()
+            fh = open(record.path, "rb")  # noqa: SIM115 - closed below, after the caller read it
         except FileNotFoundError:
             raise ModelIntegrityError(f"{record.model_type} v{record.version}: {record.path} is missing.") from None
-        digest = hashlib.sha256(payload).hexdigest()
-        if len(payload) != record.size_bytes or digest != record.sha256:
-            raise ModelIntegrityError(
-                f"{record.model_type} v{record.version}: {record.path} does not match the registry "
-                f"(sha256 {digest[:12]}…, {len(payload)} bytes; recorded {record.sha256[:12]}…, "
-                f"{record.size_bytes} bytes). Refusing to load a changed or truncated model."
-            )
-        return payload
+        with fh:
+            digest, size = _file_digest(fh)
+            if size != record.size_bytes or digest != record.sha256:
+                raise ModelIntegrityError(
+                    f"{record.model_type} v{record.version}: {record.path} does not match the registry "
+                    f"(sha256 {digest[:12]}…, {size} bytes; recorded {record.sha256[:12]}…, "
+                    f"{record.size_bytes} bytes). Refusing to load a changed or truncated model."
+                )
+            fh.seek(0)
+            yield fh
+
+    def _verify_artifact(self, record: ModelVersion) -> None:
+        with self._verified_file(record):
+            pass
 
     def load_reference(self, model_type: str, version: str) -> pd.DataFrame | None:
         """The training-input sample stored with a version (None when it was registered without one).
@@ -780,7 +835,7 @@ class ModelRegistry:
         if record.status in (ModelStatus.PURGED, ModelStatus.ABANDONED):
             raise RegistryError(f"{record.model_type} v{record.version} is {record.status.value} and cannot be "
                                 "activated.")
-        self._verified_bytes(record)  # never serve a file that is not what was registered
+        self._verify_artifact(record)  # never serve a file that is not what was registered
         with self._transaction() as conn:
             old = self._active_in(conn, record.model_type)
             if old == record.version:

@@ -60,9 +60,9 @@ def _process_start(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def worker_tags() -> dict[str, str]:
-    """Tags naming the current process as the one executing a run."""
-    pid = os.getpid()
+def worker_tags(pid: int | None = None) -> dict[str, str]:
+    """Tags naming a process of this host (default: the current one) as the one executing a run."""
+    pid = os.getpid() if pid is None else pid
     return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), PROCESS_START_TAG: _process_start(pid)}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +12,9 @@ import sqlalchemy as sa
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
-from retraining_pipelines.datastore import HOUR, PlantDataStore, Window
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.plantdb import HOUR, Window
 
 
 @pytest.mark.parametrize(("text", "days"), [("last_90d", 90), ("last_180d", 180), ("last_1d", 1)])
@@ -113,13 +116,45 @@ def test_an_empty_database_answers_with_zero_not_an_error(tmp_path: Path) -> Non
 
 
 def test_an_older_database_gets_the_newer_indexes_when_opened(tmp_path: Path) -> None:
-    from retraining_pipelines import datastore
+    from retraining_pipelines import plantdb
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     store = PlantDataStore(database_url=url)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_predictions_drift"))
-    datastore._engine.cache_clear()  # a new process opening the file
+    plantdb._engine.cache_clear()  # a new process opening the file
     with PlantDataStore(database_url=url).engine.connect() as conn:
         names = {r[0] for r in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index'"))}
     assert "ix_predictions_drift" in names
+
+
+def test_reads_in_chunks_give_the_frame_a_single_read_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows become columns a chunk at a time; a column empty in one chunk still ends up float, not object."""
+    from retraining_pipelines import plantdb
+
+    n = 1050
+    readings = pd.DataFrame({"unit_id": 1, "ts": range(1_000_000, 1_000_000 + n), "temperature": 21.5,
+                             "humidity": [None] * 600 + [55.0] * (n - 600), "soil_moisture": 30.0, "co2": 800.0,
+                             "light": 0.0})
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'p.sqlite'}")
+    store.write_frames({"sensor_readings": readings})
+    query = sa.select(plantdb.sensor_readings).order_by(plantdb.sensor_readings.c.ts)
+    with store.engine.connect() as conn:
+        whole = pd.read_sql(query, conn)
+    monkeypatch.setattr(plantdb, "READ_CHUNK_ROWS", 200)  # six chunks, the first three without humidity
+    chunked = store._read(query)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert chunked["humidity"].dtype == "float64" and chunked["humidity"].isna().sum() == 600
+    hourly = store.fetch_hourly_climate([1], 1_000_000, 1_000_000 + n)
+    assert hourly["n_readings"].sum() == n
+
+
+def test_the_queries_a_bare_script_uses_never_import_dagster() -> None:
+    """The benchmarks' baseline runs our SQL, features and training without Dagster; importing them must not
+    drag Dagster in (the package root is lazy), or every ratio to the baseline would be flattered."""
+    code = ("import sys, retraining_pipelines.plantdb, retraining_pipelines.features, retraining_pipelines.training, "
+            "retraining_pipelines.drift, retraining_pipelines.catalog; "
+            "assert 'dagster' not in sys.modules, 'dagster imported'; "
+            "from retraining_pipelines import get_spec, PlantDatabase; assert 'dagster' not in sys.modules; "
+            "from retraining_pipelines import AutomatedRetrainingService; assert 'dagster' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from retraining_pipelines.catalog import get_spec
-from retraining_pipelines.datastore import PlantDataStore, Window
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
     MIN_LABELLED,
     SHIFT_LIMIT,
@@ -29,6 +29,7 @@ from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.plantdb import Window
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.training import validate_model
 

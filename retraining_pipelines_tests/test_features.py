@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
-from retraining_pipelines.datastore import HOUR, PlantDataStore, TrainingSamples, Window
+from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features, hourly_features
+from retraining_pipelines.plantdb import HOUR, TrainingSamples, Window
 
 T0 = 1_700_000_000 // HOUR * HOUR
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from retraining_pipelines.crops import CROPS_BY_NAME
-from retraining_pipelines.datastore import PHYSICAL_RANGES
 from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.generator import DriftScenario, PlantData, generate, shift_days
+from retraining_pipelines.plantdb import PHYSICAL_RANGES
 
 from .conftest import TEST_CONFIG
 

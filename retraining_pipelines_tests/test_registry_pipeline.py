@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import socket
 import time
 from pathlib import Path
 
 import dagster as dg
+import joblib
 import numpy as np
 import pytest
 
+from retraining_pipelines import io_manager
 from retraining_pipelines.assets import RETRAIN_ASSETS
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import generate
@@ -152,6 +155,29 @@ def test_the_io_manager_refuses_a_model_changed_on_disk(
     )
     assert not only_validation.success
     assert "does not match the registry" in failure_messages(only_validation)[0]
+
+
+def test_the_gate_takes_the_registered_model_from_memory_once_and_a_rerun_from_disk(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    """A model moves from training to the gate once: the object handed over is the one whose streamed
+    bytes were checksummed; a gate re-run in a later run loads the file (checksum first)."""
+    partial = dg.materialize(RETRAIN_ASSETS, selection=["training_samples", "engineered_features", "trained_model"],
+                             partition_key=MODEL, instance=instance, resources=pipeline_resources(plant_store))
+    handed = io_manager._HANDED_OVER[(partial.run_id, MODEL)]
+    record = registry.get_version(MODEL, handed.version)
+    again = io.BytesIO()
+    joblib.dump(handed.estimator, again)  # the handed object pickles to exactly the registered bytes
+    assert hashlib.sha256(again.getvalue()).hexdigest() == record.sha256 == hashlib.sha256(
+        record.path.read_bytes()).hexdigest()
+    assert record.size_bytes == len(again.getvalue())
+    full = retrain(MODEL, plant_store, instance)
+    assert [key for key in io_manager._HANDED_OVER if key[1] == MODEL] == [], "taken by its gate; the stale one dropped"
+    assert metadata_of(full, "validation_metrics")["new_version"] == "1.1.0"
+    gate_only = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL, instance=instance,
+                               resources=pipeline_resources(plant_store))
+    assert metadata_of(gate_only, "validation_metrics")["new_version"] == "1.1.0"  # loaded from disk, verified
+    assert "already decided" in metadata_of(gate_only, "validation_metrics")["reason"]
 
 
 def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(

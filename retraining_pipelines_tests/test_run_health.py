@@ -149,3 +149,34 @@ def test_rejected_and_never_gated_versions_are_never_restored(tmp_path: Path) ->
     registry.promote(MODEL, v3, reason="gate passed")
     assert registry.rollback(MODEL) == (v3, v1), "a version served before is a rollback target"
     assert registry.set_model_status(MODEL, v3, ModelStatus.ACTIVE) is None
+
+
+def test_the_warm_launcher_tells_run_monitoring_whether_a_run_process_lives(
+    isolated_dagster_home: Path, plant_store: PlantDataStore
+) -> None:
+    """Dagster's run monitoring asks the launcher; the answer comes from the run's pid tags (a real process)."""
+    from dagster._core.launcher import WorkerStatus
+
+    from retraining_pipelines.launcher import WarmRunLauncher
+    from retraining_pipelines.runs import worker_tags
+
+    instance = dg.DagsterInstance.from_config(str(isolated_dagster_home))
+    launcher = WarmRunLauncher()
+    launcher.register_instance(instance)
+    run_id = retrain(MODEL, plant_store, instance).run_id
+    bare = instance.get_run_by_id(run_id)  # tagged by its first step with this (pytest's) process
+    assert launcher.check_run_worker_health(bare).status == WorkerStatus.RUNNING
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        instance.add_run_tags(run_id, worker_tags(sleeper.pid))
+        assert launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status == WorkerStatus.RUNNING
+        reused = {**worker_tags(sleeper.pid), "retraining/process_start": "1"}  # same pid, another process
+        instance.add_run_tags(run_id, reused)
+        assert launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status == WorkerStatus.FAILED
+        instance.add_run_tags(run_id, worker_tags(sleeper.pid))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    gone = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+    assert gone.status == WorkerStatus.FAILED and str(sleeper.pid) in gone.msg
+    assert not launcher.terminate(run_id), "a finished run is not terminated"

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from retraining_pipelines.registry import ModelRegistry
@@ -79,6 +80,53 @@ def test_a_killed_retrain_frees_the_queue_through_the_daemon(tmp_path: Path) -> 
         assert wait_for_run(url, queued, timeout=300) == "SUCCESS"
     registry = ModelRegistry(home / "model_registry")
     assert registry.get_active_version(model) == "1.0.0" and registry.candidates() == []
+
+
+TERMINATE = """mutation Terminate($runId: String!) { terminateRun(runId: $runId) { __typename
+  ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
+
+
+def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(tmp_path: Path) -> None:
+    """The committed instance forks each run from one warm process (launcher.py), each run its own process;
+    the UI's Terminate (GraphQL terminateRun) ends a run CANCELED and leaves the registry as it was."""
+    from .live import graphql
+
+    home = new_home(tmp_path)
+    model = "climate_optimizer"
+    assert cli(home, "seed-demo").returncode == 0
+    with serving(home) as url:
+        runs = [launch_retrain(url, MODEL) for _ in range(2)]
+        assert [wait_for_run(url, run_id) for run_id in runs] == ["SUCCESS", "SUCCESS"]
+        pids = [int(_pid_tag(url, run_id)) for run_id in runs]
+        assert pids[0] != pids[1], "one process per run"
+        doomed = launch_retrain(url, model)
+        wait_until(lambda: _status(url, doomed) == "STARTED", 120, "the run to start", every=0.1)
+        pid = int(_pid_tag(url, doomed))
+        parent = _stat(pid)[1]
+        assert b"multiprocessing.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes(), "forked, not spawned"
+        answer = graphql(url, TERMINATE, {"runId": doomed})["terminateRun"]
+        assert answer["__typename"] == "TerminateRunSuccess", answer
+        assert wait_for_run(url, doomed, timeout=120) == "CANCELED"
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the cancelled run's process to exit", every=0.2)
+    instance = dg.DagsterInstance.from_config(str(home))
+    for run_id in [*runs, doomed]:
+        messages = [event.message for event in instance.all_logs(run_id)]
+        assert any("Forked run process" in m for m in messages), run_id
+    registry = ModelRegistry(home / "model_registry")
+    assert registry.get_active_version(MODEL) == "1.1.0"
+    assert registry.get_active_version(model) is None, "the cancelled first retrain never reached the gate"
+
+
+def _status(url: str, run_id: str) -> str:
+    from .live import RUN_STATUS, graphql
+
+    return graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+
+
+def _stat(pid: int) -> tuple[int, int]:
+    """(pid, parent pid) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return pid, int(fields[1])
 
 
 def _pid_tag(url: str, run_id: str) -> str | None:
