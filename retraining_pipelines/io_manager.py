@@ -7,6 +7,7 @@ model for a downstream asset verifies the checksum first.
 
 import os
 import pickle
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +42,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
 #: A model moves from training to validation once: streamed to disk and hashed on the way, then
 #: handed over in memory (a 100k-row forest is hundreds of MB; reloading it doubled the peak).
 _HANDED_OVER: dict[tuple[str, str], TrainedModel] = {}
+_HANDOVER_LOCK = threading.Lock()  # the REST API runs retrains of several model types in threads
 
 
 class ModelRegistryIOManager(dg.ConfigurableIOManager):
@@ -72,9 +74,10 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             reference=obj.reference,
         )
         obj.version = record.version
-        for stale in [key for key in _HANDED_OVER if key[1] == obj.model_type]:  # a run that never reached its gate
-            del _HANDED_OVER[stale]
-        _HANDED_OVER[(context.run_id, obj.model_type)] = obj
+        with _HANDOVER_LOCK:
+            for stale in [key for key in _HANDED_OVER if key[1] == obj.model_type]:  # a run that never gated it
+                del _HANDED_OVER[stale]
+            _HANDED_OVER[(context.run_id, obj.model_type)] = obj
         context.add_output_metadata({
             "version": record.version,
             # a materialization is a snapshot: the gate decides later, in validation_metrics
@@ -89,7 +92,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         model_type = context.asset_partition_key
         registry = self.model_registry.get()
         producer = self._producer_run(context)
-        handed = _HANDED_OVER.pop((producer, model_type), None) if producer else None
+        with _HANDOVER_LOCK:
+            handed = _HANDED_OVER.pop((producer, model_type), None) if producer else None
         if handed is not None:
             return handed
         record = self._version_of_this_run(producer, context, registry, model_type)

@@ -6,10 +6,11 @@ no candidate outlives its run).
 by the Python API, the CLI and the REST API.
 
 Dagster's run monitoring (enabled in `dagster_home/dagster.yaml`) fails runs that never start and
-runs past `max_runtime_seconds`, but the default run launcher cannot tell whether a STARTED run's
-process is still alive, and runs executed in process by the Python API are not watched at all.
-A SIGKILLed retrain therefore stayed STARTED forever: the drift sensor skipped the model
-("already queued or running") and the queue counted it against `max_concurrent_runs`.
+runs past `max_runtime_seconds`, but Dagster's default run launcher cannot tell whether a STARTED
+run's process is still alive, and runs executed in process by the Python API are not watched at
+all. A SIGKILLed retrain therefore stayed STARTED forever: the drift sensor skipped the model
+("already queued or running") and the queue counted it against `max_concurrent_runs`. (The
+embedded default's `launcher.WarmRunLauncher` answers run monitoring from the same pid tags.)
 
 So every retrain records the process that executes it (`retraining/pid`, `retraining/host`,
 and the process start time, so a reused pid is not mistaken for the run). `reap_dead_runs` marks a

@@ -158,3 +158,7 @@ def test_the_queries_a_bare_script_uses_never_import_dagster() -> None:
             "from retraining_pipelines import get_spec, PlantDatabase; assert 'dagster' not in sys.modules; "
             "from retraining_pipelines import AutomatedRetrainingService; assert 'dagster' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    import retraining_pipelines
+
+    assert set(retraining_pipelines.__all__) == set(retraining_pipelines._PUBLIC), "every public name resolves lazily"
+    assert all(getattr(retraining_pipelines, name) is not None for name in retraining_pipelines.__all__)

@@ -86,7 +86,9 @@ TERMINATE = """mutation Terminate($runId: String!) { terminateRun(runId: $runId)
   ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
 
 
-def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(tmp_path: Path) -> None:
+def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The committed instance forks each run from one warm process (launcher.py), each run its own process;
     the UI's Terminate (GraphQL terminateRun) ends a run CANCELED and leaves the registry as it was."""
     from .live import graphql
@@ -108,6 +110,7 @@ def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(
         assert answer["__typename"] == "TerminateRunSuccess", answer
         assert wait_for_run(url, doomed, timeout=120) == "CANCELED"
         wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the cancelled run's process to exit", every=0.2)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the committed dagster.yaml stores under $DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
     for run_id in [*runs, doomed]:
         messages = [event.message for event in instance.all_logs(run_id)]
