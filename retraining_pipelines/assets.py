@@ -29,10 +29,11 @@ from retraining_pipelines.settings import runs_per_machine
 from retraining_pipelines.training import (
     PRE_CHANGE_WEIGHT,
     TrainedModel,
+    metrics_of,
+    predict,
     threads_per_run,
     time_split,
     train_model,
-    validate_model,
 )
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
@@ -268,7 +269,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
     threads = fit_to_machine(context.instance)
     split = time_split(engineered_features)
     model = train_model(engineered_features, split, config.changed_at_ts())
-    model.metrics = validate_model(model.estimator, split.X_holdout, split.y_holdout, get_spec(model.model_type))
+    spec = get_spec(model.model_type)
+    model.holdout = predict(model.estimator, split.X_holdout, spec)  # once: the gate scores from these
+    model.metrics = metrics_of(model.holdout, split.y_holdout, spec)
     model.trigger = trigger_from_tags(context.run.tags)
     model.run_id = context.run.run_id
     return dg.Output(

@@ -37,10 +37,13 @@ from retraining_pipelines.errors import ModelIntegrityError, RegistryError
 from retraining_pipelines.features import FeatureSet
 from retraining_pipelines.registry import ActiveVersionChanged, ModelRegistry, ModelStatus
 from retraining_pipelines.training import (
+    Predictions,
     TimeSplit,
     TrainedModel,
     best_single_feature,
+    metrics_of,
     naive_baseline,
+    predict,
     time_split,
     validate_model,
 )
@@ -83,10 +86,11 @@ class GateDecision:
 
 
 def compare_with_champion(
-    registry: ModelRegistry, spec: ModelSpec, estimator: Any, split: TimeSplit, feature_names: list[str],
+    registry: ModelRegistry, spec: ModelSpec, candidate: Predictions, split: TimeSplit, feature_names: list[str],
     candidate_full: dict[str, float], live_accuracy: float | None = None,
 ) -> Comparison:
-    """Score the active version and the candidate on hold-out rows neither was trained on."""
+    """Score the active version and the candidate (its hold-out predictions) on hold-out rows neither was
+    trained on."""
     version = registry.get_active_version(spec.model_type)
     if version is None:
         return Comparison(None, None, candidate_full, "none")
@@ -108,8 +112,9 @@ def compare_with_champion(
     basis = "fair hold-out"
     if rows < len(fair):
         basis += f" ({rows} of {len(fair)} rows, after v{version}'s training period)"
-    return Comparison(version, validate_model(champion_model, X, y, spec), validate_model(estimator, X, y, spec),
-                      basis, rows)
+    champion = validate_model(champion_model, X, y, spec)
+    del champion_model  # scored: freed before the gate goes on
+    return Comparison(version, champion, metrics_of(candidate.subset(fair), y, spec), basis, rows)
 
 
 def decide(
@@ -179,11 +184,16 @@ def run_gate(
     """
     spec = get_spec(model.model_type)
     split = time_split(features)
-    candidate_full = validate_model(model.estimator, split.X_holdout, split.y_holdout, spec)
+    predictions = model.holdout if model.holdout is not None else predict(model.estimator, split.X_holdout, spec)
+    if len(predictions.predicted) != len(split.y_holdout):
+        raise RegistryError(f"{spec.model_type} v{model.version}: its hold-out predictions cover "
+                            f"{len(predictions.predicted)} rows, the features' hold-out has {len(split.y_holdout)}; "
+                            "materialize engineered_features and trained_model together.")
+    candidate_full = metrics_of(predictions, split.y_holdout, spec)
     baseline = naive_baseline(split.y_train, split.y_holdout, spec)
     run = {"trigger": model.trigger, "run_id": run_id}
     for _ in range(MAX_GATE_ATTEMPTS):
-        comparison = compare_with_champion(registry, spec, model.estimator, split, model.feature_names, candidate_full,
+        comparison = compare_with_champion(registry, spec, predictions, split, model.feature_names, candidate_full,
                                            live_accuracy)
         decision = decide(spec, candidate_full, comparison, baseline, model.version, tolerance_pct)
         status = registry.get_version(spec.model_type, model.version).status

@@ -59,7 +59,7 @@ class TrainedModel:
     """A fitted estimator and the facts about its training that the registry records."""
 
     model_type: str
-    estimator: BaseEstimator
+    estimator: BaseEstimator | None  # None once handed to the gate without it (io_manager)
     feature_names: list[str]
     training_samples: int
     training_duration: float
@@ -70,6 +70,9 @@ class TrainedModel:
     run_id: str | None = None
     version: str | None = None  # set once the registry has stored it
     reference: pd.DataFrame | None = None  # drift reference: recent training inputs
+    #: Its predictions on the time split's hold-out, made once when it was trained (not stored in the
+    #: registry): with them the gate needs no estimator in memory (see the IO manager's hand-over).
+    holdout: Predictions | None = None
     train_start_ts: int | None = None  # the period its training rows cover (epoch s)
     train_end_ts: int | None = None
 
@@ -136,11 +139,37 @@ def data_fingerprint(X: pd.DataFrame, y: pd.Series) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What a model said on some rows: enough to compute every catalog metric on any subset of them.
+
+    The gate scores a candidate from these instead of from the model, so a forest of hundreds of MB
+    need not stay in memory while the champion is loaded beside it.
+    """
+
+    predicted: np.ndarray
+    top3: np.ndarray | None = None  # the 3 most probable classes per row (for `top3_accuracy`)
+
+    def subset(self, rows: np.ndarray) -> Predictions:
+        return Predictions(self.predicted[rows], None if self.top3 is None else self.top3[rows])
+
+
+def predict(estimator: BaseEstimator, X: pd.DataFrame, spec: ModelSpec) -> Predictions:
+    """The estimator's predictions on `X`, with what the catalog's metrics need beyond them."""
+    top3 = top_k_classes(estimator, X, 3) if "top3_accuracy" in spec.extra_metrics else None
+    return Predictions(np.asarray(estimator.predict(X)), top3)
+
+
+def metrics_of(predictions: Predictions, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
+    """The catalog's metrics of predictions against the truth `y` (same rows, same order)."""
+    if spec.task == "classification":
+        return _classification_metrics(predictions, np.asarray(y), spec)
+    return regression_metrics(np.asarray(y, dtype=float), predictions.predicted.astype(float), spec)
+
+
 def validate_model(estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
     """The spec's `validate_model`: the catalog's metrics on a hold-out set."""
-    if spec.task == "classification":
-        return _classification_metrics(estimator, X, y, spec)
-    return regression_metrics(np.asarray(y, dtype=float), estimator.predict(X), spec)
+    return metrics_of(predict(estimator, X, spec), y, spec)
 
 
 def naive_baseline(y_train: pd.Series, y_holdout: pd.Series, spec: ModelSpec) -> dict[str, float]:
@@ -195,24 +224,25 @@ def accuracy_of(spec: ModelSpec, truth: np.ndarray, predicted: np.ndarray) -> fl
     return float(np.mean(np.abs(np.asarray(predicted, dtype=float) - truth.astype(float)) <= spec.accuracy_tolerance))
 
 
-def _classification_metrics(
-    estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, spec: ModelSpec
-) -> dict[str, float]:
-    predicted = estimator.predict(X)
-    truth = np.asarray(y)
+def _classification_metrics(predictions: Predictions, truth: np.ndarray, spec: ModelSpec) -> dict[str, float]:
+    predicted = predictions.predicted
     metrics = {
         "accuracy": accuracy_of(spec, truth, predicted),
         "f1_score": float(f1_score(truth, predicted, average="macro", zero_division=0)),
     }
-    if "top3_accuracy" in spec.extra_metrics:
-        metrics["top3_accuracy"] = top_k_accuracy(estimator, X, truth, k=3)
+    if "top3_accuracy" in spec.extra_metrics and predictions.top3 is not None:
+        metrics["top3_accuracy"] = top_k_accuracy(predictions.top3, truth)
     return metrics
 
 
-def top_k_accuracy(estimator: BaseEstimator, X: pd.DataFrame, truth: np.ndarray, k: int) -> float:
-    """Share of rows whose true class is among the k most probable; unseen classes count as misses."""
+def top_k_classes(estimator: BaseEstimator, X: pd.DataFrame, k: int) -> np.ndarray:
+    """The k most probable classes per row, most probable first."""
     proba = estimator.predict_proba(X)
-    top = np.asarray(estimator.classes_)[np.argsort(proba, axis=1)[:, ::-1][:, :k]]
+    return np.asarray(estimator.classes_)[np.argsort(proba, axis=1)[:, ::-1][:, :k]]
+
+
+def top_k_accuracy(top: np.ndarray, truth: np.ndarray) -> float:
+    """Share of rows whose true class is among their top classes; unseen classes count as misses."""
     return float(np.mean([t in row for t, row in zip(truth, top, strict=True)]))
 
 

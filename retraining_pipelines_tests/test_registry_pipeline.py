@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import socket
 import time
 from pathlib import Path
 
 import dagster as dg
-import joblib
 import numpy as np
 import pytest
 
@@ -22,6 +20,7 @@ from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.notifications import Notifier, wait_for_deliveries
 from retraining_pipelines.registry import ModelRegistry, ModelStatus
 from retraining_pipelines.rollback import rollback_model_job
+from retraining_pipelines.training import time_split
 
 from .conftest import TEST_CONFIG
 from .helpers import failure_messages, metadata_of, notify_failure, pipeline_resources, retrain
@@ -157,27 +156,32 @@ def test_the_io_manager_refuses_a_model_changed_on_disk(
     assert "does not match the registry" in failure_messages(only_validation)[0]
 
 
-def test_the_gate_takes_the_registered_model_from_memory_once_and_a_rerun_from_disk(
+def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
     plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
 ) -> None:
-    """A model moves from training to the gate once: the object handed over is the one whose streamed
-    bytes were checksummed; a gate re-run in a later run loads the file (checksum first)."""
+    """A model moves from training to the gate once: its bytes streamed to disk and checksummed, its
+    hold-out predictions handed to the gate of the same run without the estimator (freed once written);
+    a gate re-run in a later run loads the file (checksum first) and predicts again - the same verdict."""
     partial = dg.materialize(RETRAIN_ASSETS, selection=["training_samples", "engineered_features", "trained_model"],
                              partition_key=MODEL, instance=instance, resources=pipeline_resources(plant_store))
     handed = io_manager._HANDED_OVER[(partial.run_id, MODEL)]
+    assert handed.estimator is None and handed.holdout is not None
     record = registry.get_version(MODEL, handed.version)
-    again = io.BytesIO()
-    joblib.dump(handed.estimator, again)  # the handed object pickles to exactly the registered bytes
-    assert hashlib.sha256(again.getvalue()).hexdigest() == record.sha256 == hashlib.sha256(
-        record.path.read_bytes()).hexdigest()
-    assert record.size_bytes == len(again.getvalue())
+    assert record.sha256 == hashlib.sha256(record.path.read_bytes()).hexdigest()
+    assert record.size_bytes == record.path.stat().st_size
+    features = partial.asset_value("engineered_features")
+    split = time_split(features)
+    on_disk = registry.load_model(MODEL, handed.version)
+    assert (on_disk.predict(split.X_holdout) == handed.holdout.predicted).all(), "the registered model's predictions"
     full = retrain(MODEL, plant_store, instance)
     assert [key for key in io_manager._HANDED_OVER if key[1] == MODEL] == [], "taken by its gate; the stale one dropped"
-    assert metadata_of(full, "validation_metrics")["new_version"] == "1.1.0"
+    first = metadata_of(full, "validation_metrics")
+    assert first["new_version"] == "1.1.0"
     gate_only = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL, instance=instance,
                                resources=pipeline_resources(plant_store))
-    assert metadata_of(gate_only, "validation_metrics")["new_version"] == "1.1.0"  # loaded from disk, verified
-    assert "already decided" in metadata_of(gate_only, "validation_metrics")["reason"]
+    again = metadata_of(gate_only, "validation_metrics")  # loaded from disk, verified, predicted again
+    assert again["new_version"] == "1.1.0" and "already decided" in again["reason"]
+    assert again["accuracy"] == first["accuracy"]
 
 
 def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(
