@@ -131,15 +131,22 @@ def main() -> None:
     parser.add_argument("--time-range", default=None, help="default: last_<days>d")
     parser.add_argument("--work", type=Path, default=None, help="reuse a generated world (keeps the plant DB)")
     parser.add_argument("--child", choices=("bare", "ours"), default=None)
+    parser.add_argument("--fill", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     time_range = args.time_range or f"last_{args.days}d"
+    if args.fill:
+        _fill(args.work, args.units, args.days, args.worlds)
+        return
     if args.child:
         stages = (_child_bare if args.child == "bare" else _child_ours)(args.work, args.model, time_range)
         (args.work / f"{args.child}.json").write_text(json.dumps(stages))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-size-"))
     if not (work / "plant.sqlite").exists():
-        _fill(work, args.units, args.days, args.worlds)
+        # in a child of its own: a child's peak RSS starts from what this process held when it forked it
+        # (generating 100k rows here made every child read 1,079 MB)
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_size", "--fill", "--work", str(work), "--units",
+                        str(args.units), "--days", str(args.days), "--worlds", str(args.worlds)], check=True)
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
     _measure("ours", work, args.model, time_range)  # first version (no champion yet), page cache warm
     for _ in range(args.repeats):

@@ -36,6 +36,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,7 +173,7 @@ def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...],
         cursor = None
         for i in range(1, SIMULATED_DAYS + 1):
             evaluation = evaluate_drift_jobs(jobs.list("on_drift"), instance, store, registry, notifier, cursor,
-                                             now=_day(i), with_features=False)
+                                             now=_day(i))
             cursor = evaluation.cursor
             for request in evaluation.run_requests:
                 pairs[request.partition_key].flags.append(i)
@@ -286,26 +287,42 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def scenario_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every scenario benchmark takes: scale, seeds, scenarios, and whether to write."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
+    return parser
+
+
+def main() -> None:
+    parser = scenario_parser(__doc__)
     parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
     parser.add_argument("--drift-signal", choices=DRIFT_SIGNALS, default=DEFAULT_DRIFT_SIGNAL,
                         help="the on_drift jobs' drift_signal")
-    parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
     args = parser.parse_args()
     started = time.perf_counter()
     results = []
-    for scenario in args.scenarios:
-        for seed in range(1, args.seeds + 1):
-            t0 = time.perf_counter()
-            results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal)
-            print(f"{scenario} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    text = report(results, args.units, args.seeds, time.perf_counter() - started)
+    for scenario, seed in worlds(args.scenarios, args.seeds):
+        results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal)
+    publish(report(results, args.units, args.seeds, time.perf_counter() - started), args.write)
+
+
+def worlds(scenarios: list[str], seeds: int) -> Iterator[tuple[str, int]]:
+    """Every (scenario, seed), saying how long each took (a run takes minutes per world)."""
+    for scenario in scenarios:
+        for seed in range(1, seeds + 1):
+            started = time.perf_counter()
+            yield scenario, seed
+            print(f"{scenario} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def publish(text: str, write: bool) -> None:
+    """Print the report; with `--write`, append it to BENCHMARKS.md."""
     print(text)
-    if args.write:
+    if write:
         with open(REPORT, "a", encoding="utf-8") as fh:
             fh.write(text + "\n")
 

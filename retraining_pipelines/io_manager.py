@@ -10,6 +10,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,70 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(self.registry_dir or registry_dir(), keep_archived=self.keep_archived)
 
 
+class RunHandOver:
+    """What a run's step produced, kept in memory for the later steps of the same run.
+
+    Keyed by (run id, key). A key produced again by another run replaces the older entry, and every
+    hand-over first drops the entries of runs that have ended - a Celery worker's pool process runs
+    one retrain after another and must not keep the last one's data. The service also `release`s a
+    run as soon as it returns; a launched run's own process simply exits. Thread-safe: the REST API
+    runs retrains in threads.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, Any], Any] = {}
+        self._lock = threading.Lock()
+
+    def put(self, run_id: str, key: Any, obj: Any, ended: Callable[[str], bool]) -> None:
+        with self._lock:
+            others = {rid for rid, _ in self._items if rid != run_id}
+        gone = {rid for rid in others if ended(rid)}  # asked outside the lock: a query of the instance
+        with self._lock:
+            for stale in [k for k in self._items if k[1] == key or k[0] in gone]:  # never taken, or over
+                del self._items[stale]
+            self._items[(run_id, key)] = obj
+
+    def take(self, run_id: str | None, key: Any, keep: bool = False) -> Any | None:
+        """The run's object for `key` (None: not here); `keep` leaves it for another consumer."""
+        if run_id is None:
+            return None
+        with self._lock:
+            return self._items.get((run_id, key)) if keep else self._items.pop((run_id, key), None)
+
+    def entries(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            return list(self._items)
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == run_id]:
+                del self._items[key]
+
+
 #: The model a step just registered, by (run id, model type), until the gate of the same run takes it.
 #: A model moves from training to validation once: streamed to disk and hashed on the way, then
 #: handed over in memory *without its estimator* - the gate scores the candidate from the hold-out
 #: predictions made at training, so the forest (92 MB at 100k rows, 226 MB at 1M) is freed as soon
 #: as it is written, before the champion is loaded beside it.
-_HANDED_OVER: dict[tuple[str, str], TrainedModel] = {}
-_HANDOVER_LOCK = threading.Lock()  # the REST API runs retrains of several model types in threads
+MODELS = RunHandOver()
+#: Samples and features by (run id, (asset key, partition)): written to their run-scoped pickle for
+#: a later re-execution, and handed to the next steps of the same run as the very object - not an
+#: unpickled second copy beside the one `execute_in_process` keeps (at 1M rows the data, not the
+#: model, is a run's peak).
+DATASETS = RunHandOver()
+
+
+def _ended(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    def ended(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is None or run.is_finished
+    return ended
+
+
+def release_run(run_id: str) -> None:
+    """Forget everything a finished run handed over (the service calls it when a run returns)."""
+    MODELS.release(run_id)
+    DATASETS.release(run_id)
 
 
 class ModelRegistryIOManager(dg.ConfigurableIOManager):
@@ -73,13 +131,9 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 train_start_ts=obj.train_start_ts,
                 train_end_ts=obj.train_end_ts,
             ),
-            reference=obj.reference,
         )
         obj.version = record.version
-        with _HANDOVER_LOCK:
-            for stale in [key for key in _HANDED_OVER if key[1] == obj.model_type]:  # a run that never gated it
-                del _HANDED_OVER[stale]
-            _HANDED_OVER[(context.run_id, obj.model_type)] = obj
+        MODELS.put(context.run_id, obj.model_type, obj, _ended(context.step_context.instance))
         if obj.holdout is not None:
             # Written and checksummed: the registry holds the model now. Dropping the estimator here
             # (not a copy without it) frees it in every path - `execute_in_process` keeps each step's
@@ -100,8 +154,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         model_type = context.asset_partition_key
         registry = self.model_registry.get()
         producer = self._producer_run(context)
-        with _HANDOVER_LOCK:  # only within its own run: another run's gate may judge other features
-            handed = _HANDED_OVER.pop((producer, model_type), None) if producer == self._this_run(context) else None
+        # only within its own run: another run's gate may judge other features
+        handed = MODELS.take(producer, model_type) if producer == _this_run(context) else None
         if handed is not None:
             return handed
         record = self._version_of_this_run(producer, context, registry, model_type)
@@ -121,13 +175,6 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             train_start_ts=record.train_start_ts,
             train_end_ts=record.train_end_ts,
         )
-
-    @staticmethod
-    def _this_run(context: dg.InputContext) -> str | None:
-        try:
-            return context.step_context.run_id
-        except dg.DagsterInvariantViolationError:  # an input context built without a run (direct tests)
-            return None
 
     @staticmethod
     def _producer_run(context: dg.InputContext) -> str | None:
@@ -158,6 +205,13 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
         return registry.get_version(model_type, entry.value)
 
 
+def _this_run(context: dg.InputContext) -> str | None:
+    try:
+        return context.step_context.run_id
+    except dg.DagsterInvariantViolationError:  # an input context built without a run (direct tests)
+        return None
+
+
 #: Intermediate pickles of other runs are removed once this old (a live run never takes this long).
 RUN_FILES_KEPT_S = 6 * 3600
 
@@ -169,7 +223,8 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
     the same model type overwrote each other's samples mid-run (a truncated read, or worse, a gate
     judging on another run's rows). Here the path has the run id, writes are atomic (temporary file,
     then rename), and a step re-run on its own reads the files of the run that last materialized its
-    input.
+    input. Within the producing run the next steps get the object itself (`DATASETS`); consumers
+    only read it (features are split by `iloc`, never changed in place).
     """
 
     base_dir: str | None = Field(default=None, description="Unset: DAGSTER_HOME/storage/runs.")
@@ -194,12 +249,19 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(staging, path)
         self._forget_old_runs(path)
+        if context.has_asset_key:
+            DATASETS.put(context.run_id, (context.asset_key, context.asset_partition_key), obj,
+                         _ended(context.step_context.instance))
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
         if not upstream.has_asset_key:
             return pickle.loads(self._output_path(upstream).read_bytes())
         partition = context.asset_partition_key
+        if upstream.run_id == _this_run(context):
+            handed = DATASETS.take(upstream.run_id, (upstream.asset_key, partition), keep=True)
+            if handed is not None:
+                return handed
         path = self._path(upstream.asset_key, partition, upstream.run_id)
         if not path.exists():  # the producer was not part of this run: the last materialization's run
             records = context.instance.fetch_materializations(

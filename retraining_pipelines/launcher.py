@@ -27,7 +27,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -37,7 +36,7 @@ from dagster._cli.api import _execute_run_command_body
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from retraining_pipelines.runs import HOST_TAG, PID_TAG, PROCESS_START_TAG, process_alive, worker_tags
+from retraining_pipelines.runs import PID_TAG, local_run_process, worker_tags
 
 #: Imported once by the warm process; every run starts with them loaded. Third-party only: the
 #: project is imported by each run, so code changes reach the next run.
@@ -96,19 +95,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_engine_event(f"Forked run process {process.pid} from the warm process.", run,
                                            cls=self.__class__)
 
-    def _pid(self, run: dg.DagsterRun) -> int | None:
-        """The run's process on this host, if it is still the same process."""
-        tags = run.tags
-        if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
-            return None
-        pid = int(tags[PID_TAG])
-        return pid if process_alive(pid, tags.get(PROCESS_START_TAG, "")) else None
-
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        pid = self._pid(run)
+        pid = local_run_process(run)
         if pid is None:
             return False
         self._instance.report_run_canceling(run)
@@ -126,6 +117,6 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                                         f"run process {process.pid} exited with code {process.exitcode}")
         if PID_TAG not in run.tags:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run process recorded yet")
-        if self._pid(run) is None:
+        if local_run_process(run) is None:
             return CheckRunHealthResult(WorkerStatus.FAILED, f"run process {run.tags[PID_TAG]} is gone")
         return CheckRunHealthResult(WorkerStatus.RUNNING)

@@ -113,7 +113,6 @@ def compare_with_champion(
     if rows < len(fair):
         basis += f" ({rows} of {len(fair)} rows, after v{version}'s training period)"
     champion = validate_model(champion_model, X, y, spec)
-    del champion_model  # scored: freed before the gate goes on
     return Comparison(version, champion, metrics_of(candidate.subset(fair), y, spec), basis, rows)
 
 

@@ -394,8 +394,9 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Store `model` as a new immutable version; returns its record.
 
-        `reference`, a sample of the training inputs, is kept beside the model so drift detection
-        can compare new inputs with what this version learned from.
+        `reference`, an optional sample of the inputs (data, never unpickled), is kept beside the
+        model and verified like it. The retrain pipeline writes none since drift stopped comparing
+        recent inputs with the training tail (`drift.py`, feature shift); older versions keep theirs.
 
         The bump is MINOR, or MAJOR when the catalog changed the model's inputs since the last
         version; pass `bump` to force one. New versions start as CANDIDATE: only the promotion

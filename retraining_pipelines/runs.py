@@ -83,6 +83,16 @@ def process_alive(pid: int, started: str = "") -> bool:
     return not started or _process_start(pid) in ("", started)
 
 
+def local_run_process(run: dg.DagsterRun) -> int | None:
+    """The pid of the run's process when it runs on this host and is still that process; else None.
+    The one rule behind run health here and `launcher.WarmRunLauncher` (terminate, worker health)."""
+    tags = run.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return None
+    pid = int(tags[PID_TAG])
+    return pid if process_alive(pid, tags.get(PROCESS_START_TAG, "")) else None
+
+
 def _dead_worker(run: dg.DagsterRun) -> str | None:
     """Why the run's process is known to be gone, or None (alive, or unknown)."""
     tags = run.tags
@@ -90,13 +100,9 @@ def _dead_worker(run: dg.DagsterRun) -> str | None:
         return None
     if tags.get(HOST_TAG) != socket.gethostname():
         return _lost_celery_task(run) if CELERY_TASK_TAG in tags else None
-    try:
-        pid = int(tags[PID_TAG])
-    except ValueError:
+    if not tags[PID_TAG].isdigit() or local_run_process(run) is not None:
         return None
-    if process_alive(pid, tags.get(PROCESS_START_TAG, "")):
-        return None
-    return (f"its process (pid {pid} on {tags[HOST_TAG]}) is gone: killed or crashed while the run was "
+    return (f"its process (pid {tags[PID_TAG]} on {tags[HOST_TAG]}) is gone: killed or crashed while the run was "
             f"{run.status.value}")
 
 

@@ -34,7 +34,7 @@ from retraining_pipelines.errors import (
     RetrainInProgress,
     StorageError,
 )
-from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.io_manager import ModelRegistryResource, release_run
 from retraining_pipelines.jobstore import JOB_ID_TAG, SCHEDULED, JobStore, StoredJob, validate_job
 from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.promotion import RetrainingResult
@@ -268,7 +268,9 @@ class AutomatedRetrainingService:
         validation.time_range(time_range)
         if not force:
             watching = drift_jobs_by_model(self.jobs.list("on_drift")).get(model_type)
-            metrics = self.check_drift(model_type, threshold=watching.drift_threshold if watching else None)
+            threshold = watching.drift_threshold if watching else None
+            metrics = DriftDetector(self.registry, self.plant_store).check_logged(  # the verdict, no feature report
+                model_type, DRIFT_WINDOW, threshold, with_features=False)
             if metrics.status == "stable":
                 raise RetrainingSkipped(f"No drift detected for {model_type}: {metrics.reason}. "
                                         "Pass force=True to retrain anyway.")
@@ -300,6 +302,7 @@ class AutomatedRetrainingService:
         job = self._retrain_job
         run = job.execute_in_process(partition_key=model_type, run_config=run_config, instance=self.instance,
                                      tags={**tags, **worker_tags()}, raise_on_error=False)
+        release_run(run.run_id)  # what its steps handed each other in memory: a long-lived service keeps none
         if not run.success:
             settle_candidates(self.instance, self.registry)
             reasons = "; ".join(step_failure_reason(e) for e in run.get_step_failure_events())

@@ -24,8 +24,6 @@ from retraining_pipelines.features import FeatureSet
 
 HOLDOUT_FRACTION = 0.2
 MIN_HOLDOUT_ROWS = 10
-#: Training inputs kept with each version as the drift reference (the most recent ones).
-REFERENCE_ROWS = 1000
 #: After a drift whose start is known, what a training row from before it counts for. A hobby grower
 #: logs ~5 irrigation outcomes a day: `min_samples` needs three weeks of rows, most of them from the
 #: world that is gone. Weighted down (not dropped) they still teach what did not change. Measured on
@@ -69,7 +67,6 @@ class TrainedModel:
     trigger: str = "manual"
     run_id: str | None = None
     version: str | None = None  # set once the registry has stored it
-    reference: pd.DataFrame | None = None  # drift reference: recent training inputs
     #: Its predictions on the time split's hold-out, made once when it was trained (not stored in the
     #: registry): with them the gate needs no estimator in memory (see the IO manager's hand-over).
     holdout: Predictions | None = None
@@ -126,7 +123,6 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None, changed_at
         training_duration=time.perf_counter() - started,
         hyperparameters=dict(spec.hyperparameters),
         data_fingerprint=data_fingerprint(split.X_train, split.y_train),
-        reference=split.X_train.tail(REFERENCE_ROWS).reset_index(drop=True),
         train_start_ts=int(split.ts_train.min()) if len(split.ts_train) else None,
         train_end_ts=int(split.ts_train.max()) if len(split.ts_train) else None,
     )

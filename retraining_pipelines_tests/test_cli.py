@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.cli import main, seed_demo
 from retraining_pipelines.datastore import PlantDataStore
 
@@ -146,7 +147,11 @@ def test_model_commands_retrain_versions_history_drift_and_rollback(
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert len(runs) == 2 and all(r["status"] == "SUCCESS" and r["outcome"] for r in runs)
     assert main(["drift", "disease"]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "insufficient_data"  # nothing logged yet
+    drift = json.loads(capsys.readouterr().out)
+    assert drift["status"] == "insufficient_data"  # nothing logged yet
+    # asked by a person, the verdict comes with the per-feature report of the model's own inputs
+    assert drift["feature_shift"]["per_sensor"] and "feature" in drift["feature_shift"]["reason"]
+    assert set(drift["feature_shift"]["per_sensor"]) <= set(get_spec("disease").features)
     if details["active_version"] == "1.1.0":
         assert main(["rollback", "disease"]) == 0
         assert json.loads(capsys.readouterr().out) == {"model_type": "disease", "from_version": "1.1.0",

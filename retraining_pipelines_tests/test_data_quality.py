@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from retraining_pipelines import AutomatedRetrainingService, ModelIntegrityError, RetrainingError
+from retraining_pipelines import AutomatedRetrainingService, ModelIntegrityError
 from retraining_pipelines.assets import MAX_REJECTED_SHARE
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.cli import main
@@ -164,20 +164,6 @@ def test_a_damaged_reference_or_metadata_file_is_refused_not_parsed(tmp_path: Pa
     metadata.write_text(json.dumps(changed))
     with pytest.raises(ModelIntegrityError, match=r"metadata\.json"):
         registry.load_metadata("disease", record.version)
-
-
-def test_a_drift_check_on_a_damaged_reference_says_so(
-    store: PlantDataStore, instance: dg.DagsterInstance
-) -> None:
-    assert retrain("disease", store, instance, {"time_range": "last_30d"}).success
-    registry = ModelRegistryResource().get()
-    record = registry.get_version("disease", "1.0.0")
-    record.path.with_name("reference.csv").write_bytes(b"\x00\x81\xff")
-    service = AutomatedRetrainingService(plant_store=store, instance=instance)
-    with pytest.raises(ModelIntegrityError, match=r"reference\.csv"):
-        service.check_drift("disease")
-    with pytest.raises(RetrainingError):  # the same refusal through the registry's own check
-        registry.verify("disease", "1.0.0")
 
 
 def test_a_full_disk_while_registering_names_the_registry_and_registers_nothing(tmp_path: Path) -> None:

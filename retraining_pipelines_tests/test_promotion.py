@@ -14,11 +14,12 @@ import pytest
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.promotion import MIN_FAIR_ROWS, ROLLBACK_TOLERANCE_PCT, Comparison, decide
-from retraining_pipelines.registry import ModelStatus
-from retraining_pipelines.training import time_split
+from retraining_pipelines.promotion import MIN_FAIR_ROWS, ROLLBACK_TOLERANCE_PCT, Comparison, decide, run_gate
+from retraining_pipelines.registry import ModelMetadata, ModelRegistry, ModelStatus
+from retraining_pipelines.training import predict, time_split, train_model
 from retraining_pipelines.versioning import parse_version
 
 from .helpers import metadata_of, retrain
@@ -144,3 +145,24 @@ def test_parallel_retrains_each_gate_their_own_candidate(
     assert list(statuses.values()).count(ModelStatus.ACTIVE) == 1
     promoted = [e.to_version for e in registry.audit_trail(MODEL) if e.event == "promoted"]
     assert promoted == sorted(promoted, key=parse_version), "an older version never replaced a newer active one"
+
+
+def test_hold_out_predictions_of_other_features_are_refused_and_decide_nothing(
+    plant_store: PlantDataStore, tmp_path: Path
+) -> None:
+    """The gate scores the candidate from the predictions it made when trained; predictions that do
+    not cover this hold-out (a forged or stale model object) must not promote or reject anything."""
+    features = engineer_features(plant_store.training_samples(MODEL, min_samples=1, time_range="last_90d"))
+    split = time_split(features)
+    model = train_model(features, split)
+    registry = ModelRegistry(tmp_path / "registry")
+    record = registry.register_model(MODEL, model.estimator, ModelMetadata(
+        model_type=MODEL, feature_names=model.feature_names, training_samples=model.training_samples,
+        training_duration=model.training_duration, performance_metrics=model.metrics,
+        hyperparameters=model.hyperparameters, data_fingerprint=model.data_fingerprint))
+    model.version = record.version
+    model.holdout = predict(model.estimator, split.X_holdout, DISEASE).subset(np.arange(len(split.y_holdout)) % 2 == 0)
+    with pytest.raises(RegistryError, match="hold-out predictions cover"):
+        run_gate(registry, model, features)
+    assert registry.get_version(MODEL, record.version).status == ModelStatus.CANDIDATE
+    assert registry.get_active_version(MODEL) is None

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import pickle
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pytest
 
-from retraining_pipelines import io_manager
+from retraining_pipelines import AutomatedRetrainingService, io_manager
 from retraining_pipelines.assets import RETRAIN_ASSETS
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import generate
@@ -164,7 +166,7 @@ def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
     a gate re-run in a later run loads the file (checksum first) and predicts again - the same verdict."""
     partial = dg.materialize(RETRAIN_ASSETS, selection=["training_samples", "engineered_features", "trained_model"],
                              partition_key=MODEL, instance=instance, resources=pipeline_resources(plant_store))
-    handed = io_manager._HANDED_OVER[(partial.run_id, MODEL)]
+    handed = io_manager.MODELS.take(partial.run_id, MODEL, keep=True)
     assert handed.estimator is None and handed.holdout is not None
     record = registry.get_version(MODEL, handed.version)
     assert record.sha256 == hashlib.sha256(record.path.read_bytes()).hexdigest()
@@ -174,7 +176,7 @@ def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
     on_disk = registry.load_model(MODEL, handed.version)
     assert (on_disk.predict(split.X_holdout) == handed.holdout.predicted).all(), "the registered model's predictions"
     full = retrain(MODEL, plant_store, instance)
-    assert [key for key in io_manager._HANDED_OVER if key[1] == MODEL] == [], "taken by its gate; the stale one dropped"
+    assert [key for key in io_manager.MODELS.entries() if key[1] == MODEL] == [], "taken by its gate, the stale dropped"
     first = metadata_of(full, "validation_metrics")
     assert first["new_version"] == "1.1.0"
     gate_only = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL, instance=instance,
@@ -183,6 +185,40 @@ def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
     assert again["new_version"] == "1.1.0" and "already decided" in again["reason"]
     assert again["accuracy"] == first["accuracy"]
 
+
+
+def test_samples_and_features_pass_between_steps_as_one_object_and_are_still_written(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within a run the next steps get the object the producing step returned (not an unpickled
+    second copy of 1M rows); the run-scoped file is still written, and a step re-run on its own in a
+    later run reads it. A finished run's objects are released by the service."""
+    unpickled: list[str] = []
+    real_load = pickle.load
+
+    def counting_load(fh: Any) -> Any:
+        unpickled.append(Path(fh.name).parent.parent.name)
+        return real_load(fh)
+
+    monkeypatch.setattr(io_manager.pickle, "load", counting_load)
+    run = retrain(MODEL, plant_store, instance)
+    assert run.success and unpickled == [], "nothing read back from disk inside its own run"
+    handed = io_manager.DATASETS.take(run.run_id, (dg.AssetKey("engineered_features"), MODEL), keep=True)
+    assert handed is run.asset_value("engineered_features"), "the very object the step returned"
+    written = Path(io_manager.RunScopedPickleIOManager().root, "engineered_features", MODEL, f"{run.run_id}.pkl")
+    assert written.exists()
+    gate_only = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL,
+                               instance=instance, resources=pipeline_resources(plant_store))
+    assert gate_only.success and unpickled == ["engineered_features"], "another run reads the file"
+    accuracy = metadata_of(run, "validation_metrics")["accuracy"]
+    assert metadata_of(gate_only, "validation_metrics")["accuracy"] == accuracy
+    held = io_manager.DATASETS.entries()
+    assert len(held) == len({key for _, key in held}), "one run's object per asset partition at most"
+    assert run.run_id not in {rid for rid, _ in held}, "a later run's hand-over dropped the ended run's objects"
+    service = AutomatedRetrainingService(plant_store=plant_store, instance=instance)
+    result = service.retrain_model(MODEL, force=True)
+    assert result.run_id not in {k[0] for k in io_manager.DATASETS.entries() + io_manager.MODELS.entries()}
+    assert not [k for k in io_manager.DATASETS.entries() if k[1][1] == MODEL], "the service released its run"
 
 def test_webhook_gets_the_event_and_a_dead_webhook_never_fails_a_retrain(
     plant_store: PlantDataStore, instance: dg.DagsterInstance
