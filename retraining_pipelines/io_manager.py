@@ -53,12 +53,14 @@ class RunHandOver:
         self._items: dict[tuple[str, Any], Any] = {}
         self._lock = threading.Lock()
 
-    def put(self, run_id: str, key: Any, obj: Any, ended: Callable[[str], bool]) -> None:
+    def put(self, run_id: str, key: Any, obj: Any, ended: Callable[[str], bool], newest_only: bool = False) -> None:
+        """Hand `obj` over; `newest_only` also drops what earlier steps of this run handed over."""
         with self._lock:
             others = {rid for rid, _ in self._items if rid != run_id}
         gone = {rid for rid in others if ended(rid)}  # asked outside the lock: a query of the instance
         with self._lock:
-            for stale in [k for k in self._items if k[1] == key or k[0] in gone]:  # never taken, or over
+            for stale in [k for k in self._items
+                          if k[1] == key or k[0] in gone or (newest_only and k[0] == run_id)]:
                 del self._items[stale]
             self._items[(run_id, key)] = obj
 
@@ -250,8 +252,11 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         os.replace(staging, path)
         self._forget_old_runs(path)
         if context.has_asset_key:
+            # newest only: a launched run keeps no output of its own, so holding the samples while the
+            # model trains would cost what the hand-over saves; the chain's next step has taken them
+            # (a later reader falls back to the file)
             DATASETS.put(context.run_id, (context.asset_key, context.asset_partition_key), obj,
-                         _ended(context.step_context.instance))
+                         _ended(context.step_context.instance), newest_only=True)
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output

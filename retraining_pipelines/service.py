@@ -268,9 +268,8 @@ class AutomatedRetrainingService:
         validation.time_range(time_range)
         if not force:
             watching = drift_jobs_by_model(self.jobs.list("on_drift")).get(model_type)
-            threshold = watching.drift_threshold if watching else None
-            metrics = DriftDetector(self.registry, self.plant_store).check_logged(  # the verdict, no feature report
-                model_type, DRIFT_WINDOW, threshold, with_features=False)
+            metrics = self.check_drift(model_type, threshold=watching.drift_threshold if watching else None,
+                                       with_features=False)  # the verdict only, no feature report
             if metrics.status == "stable":
                 raise RetrainingSkipped(f"No drift detected for {model_type}: {metrics.reason}. "
                                         "Pass force=True to retrain anyway.")
@@ -309,9 +308,12 @@ class AutomatedRetrainingService:
             raise RetrainingError(f"Retraining {model_type} failed (run {run.run_id}): {reasons}")
         return run
 
-    def check_drift(self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None) -> DriftMetrics:
-        """Drift of the active version from the prediction log (see `drift.py` for the definition)."""
-        return DriftDetector(self.registry, self.plant_store).check_logged(model_type, window, threshold)
+    def check_drift(self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None,
+                    with_features: bool = True) -> DriftMetrics:
+        """Drift of the active version from the prediction log (see `drift.py` for the definition), with
+        the per-feature shift report unless `with_features` is False."""
+        return DriftDetector(self.registry, self.plant_store).check_logged(model_type, window, threshold,
+                                                                          with_features=with_features)
 
     def check_and_execute_jobs(self, now: datetime | None = None) -> list[JobExecution]:
         """Run every scheduled job that is due and every drift job whose model drifted, once.

@@ -203,8 +203,10 @@ def test_samples_and_features_pass_between_steps_as_one_object_and_are_still_wri
     monkeypatch.setattr(io_manager.pickle, "load", counting_load)
     run = retrain(MODEL, plant_store, instance)
     assert run.success and unpickled == [], "nothing read back from disk inside its own run"
-    handed = io_manager.DATASETS.take(run.run_id, (dg.AssetKey("engineered_features"), MODEL), keep=True)
-    assert handed is run.asset_value("engineered_features"), "the very object the step returned"
+    handed = io_manager.DATASETS.take(run.run_id, (dg.AssetKey("validation_metrics"), MODEL), keep=True)
+    assert handed is run.asset_value("validation_metrics"), "the very object the step returned"
+    assert [key for rid, key in io_manager.DATASETS.entries() if rid == run.run_id] == [
+        (dg.AssetKey("validation_metrics"), MODEL)], "samples and features dropped once the chain moved on"
     written = Path(io_manager.RunScopedPickleIOManager().root, "engineered_features", MODEL, f"{run.run_id}.pkl")
     assert written.exists()
     gate_only = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL,
