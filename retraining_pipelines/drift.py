@@ -10,7 +10,8 @@ passes the threshold *and* the drop is significant: a one-sided binomial test of
 least half-way from the baseline to the threshold" (`baseline x (1 - threshold/2)`: validation
 accuracy is a little optimistic, and testing against the baseline itself false-alarmed on stable
 worlds) on the labelled predictions of windows that grow back from now - the last 1,
-2, 4, 7 and 14 days - with a Bonferroni correction over the windows. An abrupt drift shows in the
+2, 4, 7 and 14 UTC days, the current one so far included (the database tallies the log per day,
+see `prediction_days`) - with a Bonferroni correction over the windows. An abrupt drift shows in the
 shortest window within a day or two even for a grower with a dozen labels a day, a slow one in the
 longest, and noise on a stable model rarely passes a 1 % test. `p_value` and `window_days` say how
 sure the verdict is and on what. A drop past the threshold that is not yet significant is reported
@@ -174,7 +175,7 @@ class DriftDetector:
         span = Window.last(window, end)
         version = self.registry.get_active_version(model_type)
         search = Window.last(CHANGE_SEARCH, end) if validation.time_range(CHANGE_SEARCH) > window_s else span
-        history = self.store.logged_hits_by_age(model_type, version, search, spec.accuracy_tolerance) if version else {}
+        history = self.store.logged_hits_by_age(model_type, version, search) if version else {}
         longest = (span.end_ts - span.start_ts) // DAY
         by_age = {age: hn for age, hn in history.items() if age < longest}
         evidence = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from retraining_pipelines import sqlstore, validation
+from retraining_pipelines import prediction_days, sqlstore, validation
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.crops import CROPS_BY_NAME
 from retraining_pipelines.errors import InsufficientSamplesError, StorageError
@@ -130,6 +130,15 @@ predictions = sa.Table(
     # covers the drift check's aggregation (one version's hits by day): read from the index alone
     sa.Index("ix_predictions_drift", "model_type", "model_version", "ts", "prediction", "actual"),
 )
+#: Kept by triggers on `predictions` (see `prediction_days`): what the drift check reads instead of the log.
+prediction_tallies = sa.Table(
+    prediction_days.TABLE, metadata,
+    sa.Column("model_type", sa.String(50), primary_key=True),
+    sa.Column("model_version", sa.String(20), primary_key=True),
+    sa.Column("day_ts", _ts, primary_key=True),  # the UTC day's start
+    sa.Column("labelled", sa.Integer, nullable=False),
+    sa.Column("hits", sa.Integer, nullable=False),  # right, by the catalog's `accuracy`
+)
 LABEL_TABLES = {
     t.name: t for t in (climate_actions, disease_observations, irrigation_events, growth_observations)
 }
@@ -147,15 +156,6 @@ class Window:
     def last(cls, time_range: str, end: datetime | None = None) -> Window:
         end_ts = int((end or datetime.now(UTC)).timestamp())
         return cls(end_ts - validation.time_range(time_range), end_ts, time_range)
-
-
-def _prediction_hit(tolerance: float | None) -> sa.ColumnElement:
-    """1.0 where a logged prediction was right (classes equal, or within the regression tolerance)."""
-    p = predictions.c
-    if tolerance is None:
-        return sa.case((p.prediction == p.actual, 1.0), else_=0.0)
-    error = sa.func.abs(sa.cast(p.prediction, sa.Float) - sa.cast(p.actual, sa.Float))
-    return sa.case((error <= tolerance, 1.0), else_=0.0)
 
 
 def _in_range() -> dict[str, sa.ColumnElement]:
@@ -189,6 +189,7 @@ def _engine(url: str) -> sa.Engine:
             cur.close()
 
     sqlstore.create_schema(engine, None, _create_tables)
+    prediction_days.install(engine)
     return engine
 
 
@@ -333,21 +334,29 @@ class PlantQueries:
             return pd.DataFrame(columns=list(SENSORS), dtype=float)
         return per_unit.drop(columns="unit_id").groupby("day_ts").mean().sort_index().astype(float)
 
-    def logged_hits_by_age(
-        self, model_type: str, model_version: str, window: Window, tolerance: float | None
-    ) -> dict[int, tuple[int, int]]:
-        """Right predictions and labelled predictions of a version per whole day of age before the
-        window's end (0 = the last 24 h), aggregated in SQL: the evidence of growing drift windows."""
+    def logged_hits_by_age(self, model_type: str, model_version: str, window: Window) -> dict[int, tuple[int, int]]:
+        """Right predictions and labelled predictions of a version per UTC day back from the window's
+        end (0 = the day the window ends in, up to its end): the evidence of growing drift windows.
+
+        Whole days come from the daily tally the database keeps (`prediction_days`), so the cost is
+        a row per day whatever the log's size; only the day in progress is summed from the log.
+        """
+        get_spec(model_type)
+        last_day = (window.end_ts - 1) // DAY * DAY
+        first_day = last_day - (max(1, -(-(window.end_ts - window.start_ts) // DAY)) - 1) * DAY
+        t = prediction_tallies.c
+        whole_days = last_day + DAY if window.end_ts == last_day + DAY else last_day
+        tallied = (sa.select(t.day_ts, t.hits, t.labelled)
+                   .where(t.model_type == model_type, t.model_version == model_version, t.labelled > 0,
+                          t.day_ts >= first_day, t.day_ts < whole_days))
         p = predictions.c
-        age = ((window.end_ts - 1 - p.ts) // DAY).label("age")  # whole days; ages are never negative
-        query = (
-            sa.select(age, sa.func.sum(_prediction_hit(tolerance)), sa.func.count())
-            .where(p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
-                   p.ts >= window.start_ts, p.ts < window.end_ts)
-            .group_by(age)
-        )
+        hit = sa.literal_column(prediction_days.hit_sql(self.engine.dialect.name, model_type))
+        today = (sa.select(sa.literal(last_day), sa.func.sum(hit), sa.func.count())
+                 .where(p.model_type == model_type, p.model_version == model_version, p.actual.is_not(None),
+                        p.ts >= whole_days, p.ts < window.end_ts))
         with self.engine.connect() as conn:
-            return {int(a): (round(h or 0), int(n)) for a, h, n in conn.execute(query)}
+            rows = [*conn.execute(tallied), *conn.execute(today)]
+        return {(last_day - int(day)) // DAY: (round(h or 0), int(n)) for day, h, n in rows if n}
 
     def recent_outcomes(self, model_type: str, time_range: str = "last_14d", model_version: str | None = None,
                         end: datetime | None = None) -> tuple[list[str], list[str]]:

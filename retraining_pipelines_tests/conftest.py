@@ -12,6 +12,7 @@ import pytest
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
 from retraining_pipelines.notifications import wait_for_deliveries
+from retraining_pipelines_tests.servers import postgres_database
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +57,13 @@ def plant_db_url(tmp_path_factory: pytest.TempPathFactory, plant_data: PlantData
 @pytest.fixture
 def plant_store(plant_db_url: str) -> PlantDataStore:
     return PlantDataStore(database_url=plant_db_url)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own (skipped without a server, except under CI=true)."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -120,16 +120,16 @@ def test_logged_accuracy_in_sql_matches_python(tmp_path: Path) -> None:
         mine = [r for r in rows if r[0] == model_type and r[1] == "1.0.0" and r[4] is not None]
         expected = prediction_accuracy(spec, [r[3] for r in mine], [r[4] for r in mine])
         assert _logged(store, model_type, window) == (pytest.approx(expected), 40)
-    # bucketed by whole days back from the window's end: 1000 - 1 - ts < 86400 for every row here
-    assert set(store.logged_hits_by_age("disease", "1.0.0", window, None)) == {0}
-    later = Window(0, 100 + 86400 + 20, "last_2d")  # rows at ts 100..119 are now a day older
-    by_age = store.logged_hits_by_age("disease", "1.0.0", later, None)
-    assert {age: n for age, (_, n) in by_age.items()} == {0: 20, 1: 20}
+    # bucketed by UTC day back from the day the window ends in: every row here is on day 0 of 1970
+    assert set(store.logged_hits_by_age("disease", "1.0.0", window)) == {0}
+    later = Window(0, 86400 + 20, "last_2d")  # the next day, 20 s in: they are a day old
+    by_age = store.logged_hits_by_age("disease", "1.0.0", later)
+    assert {age: n for age, (_, n) in by_age.items()} == {1: 40}
 
 
 def _logged(store: PlantDataStore, model_type: str, window: Window) -> tuple[float, int]:
     """Accuracy and count of v1.0.0's labelled predictions in the window, from the SQL aggregation."""
-    by_age = store.logged_hits_by_age(model_type, "1.0.0", window, get_spec(model_type).accuracy_tolerance)
+    by_age = store.logged_hits_by_age(model_type, "1.0.0", window)
     hits, count = sum(h for h, _ in by_age.values()), sum(n for _, n in by_age.values())
     return hits / count, count
 

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -41,38 +40,11 @@ from retraining_pipelines.settings import (
     CELERY_BROKER_ENV,
     DATABASE_URL_ENV,
     SCALED_OUT_DAGSTER_HOME,
-    with_installed_driver,
 )
 from retraining_pipelines_tests import live
+from retraining_pipelines_tests.servers import REDIS_URL, unavailable
 
-POSTGRES_ADMIN_URL = with_installed_driver(
-    os.environ.get("RETRAINING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-REDIS_URL = os.environ.get("RETRAINING_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 MODEL_TYPE = "disease"
-
-
-def _unavailable(what: str, err: Exception) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what} is required under CI=true and is not reachable: {err}")
-    pytest.skip(f"{what} is not reachable ({' '.join(str(err).split())[:200]}); the scale-out tests need it")
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A PostgreSQL database of this test's own, dropped afterwards (with whatever still holds it)."""
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"retraining_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as err:
-        _unavailable("PostgreSQL", err)
-    try:
-        yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture
@@ -86,7 +58,7 @@ def celery_urls() -> tuple[str, str]:
         for url in urls:
             redis.Redis.from_url(url).flushdb()
     except redis.RedisError as err:
-        _unavailable("Redis", err)
+        unavailable("Redis", err)
     return urls
 
 
