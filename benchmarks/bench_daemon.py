@@ -11,7 +11,7 @@ Rows: one retrain launched as the UI's Materialize button does, launch -> SUCCES
 `repeats`; the first launch of a service also starts the warm process), and all 7 model types
 launched at once (a backfill), first launch -> last SUCCESS. Baseline: a bare script doing the same
 work in one process, no Dagster (the project's SQL, features, split, estimator, metrics,
-`joblib.dump`).
+`joblib.dump`). Also the peak memory each `WarmRunLauncher` run's process reports in its log.
 """
 
 from __future__ import annotations
@@ -51,7 +51,16 @@ def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
     return home
 
 
-def through_daemon(home: Path, repeats: int) -> tuple[list[float], float]:
+def peak_memory(instance: dg.DagsterInstance, run_id: str) -> float | None:
+    """The peak resident memory (MB) a run's process reported in its log (`WarmRunLauncher` runs)."""
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is not None and event.is_engine_event and "peak_rss_mb" in event.engine_event_data.metadata:
+            return float(event.engine_event_data.metadata["peak_rss_mb"].value)
+    return None
+
+
+def through_daemon(home: Path, repeats: int) -> tuple[list[float], float, list[float]]:
     os.environ["DAGSTER_HOME"] = str(home)  # the embedded dagster.yaml reads DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
     with live.serving(home) as url:
@@ -65,7 +74,8 @@ def through_daemon(home: Path, repeats: int) -> tuple[list[float], float]:
         run_ids = [live.launch_retrain(url, model_type) for model_type in MODEL_TYPES]
         assert all(live.wait_for_run(url, run_id, timeout=900) == "SUCCESS" for run_id in run_ids)
         ends = [r.end_time for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))]
-        return singles, max(ends) - started
+        peaks = [p for run_id in run_ids if (p := peak_memory(instance, run_id)) is not None]
+        return singles, max(ends) - started, peaks
 
 
 def main() -> None:
@@ -78,11 +88,12 @@ def main() -> None:
     plant_db = work / "plant_data.sqlite"
     store = PlantDatabase(f"sqlite:///{plant_db}")
     store.write_frames(generate(GeneratorConfig(end=datetime.now(UTC), days=args.days, units=args.units)).tables())
-    bare_one, bare_seven, figures = [], [], {}
+    bare_one, bare_seven, figures, peaks = [], [], {}, []
     for round_, tuned in enumerate((False, True, False, True)):
         bare_one += [bare_retrains(store, work, ("disease",), WINDOW) for _ in range(args.repeats)]
         bare_seven.append(bare_retrains(store, work, MODEL_TYPES, WINDOW))
-        singles, seven = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), args.repeats)
+        singles, seven, run_peaks = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), args.repeats)
+        peaks += run_peaks
         figures.setdefault(tuned, ([], []))
         figures[tuned][0].extend(singles)
         figures[tuned][1].append(seven)
@@ -97,6 +108,10 @@ def main() -> None:
         spread = {t: f"{min(figures[t][index]):.1f}-{max(figures[t][index]):.1f}" for t in (False, True)}
         print(f"| {label} | {base:.2f} s | {before:.1f} s ({spread[False]}) | {after:.1f} s ({spread[True]}) | "
               f"{before / base:.1f}x (+{before - base:.1f} s) | {after / base:.1f}x (+{after - base:.1f} s) |")
+    if peaks:
+        print(f"\nPeak memory of a run process (after; its own log, libraries shared with the warm process "
+              f"included): median {statistics.median(peaks):.0f} MB ({min(peaks):.0f}-{max(peaks):.0f}) over "
+              f"{len(peaks)} runs of the 7 model types.")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -14,6 +14,9 @@ forks every run from it. What stays as before:
 * **Fresh project code.** Only third-party libraries are preloaded (`preload_modules`); the run
   imports `retraining_pipelines` itself (~0.2 s), so an edited catalog or a reloaded code location
   reaches the next run, as with the default launcher.
+* **Its memory, in its log.** When the run is over its process reports its peak resident memory
+  (an engine event with `peak_rss_mb`): on a Pi, the figure that says whether a window fits. It
+  includes the libraries the run shares with the warm process.
 * **Termination.** `terminate` marks the run CANCELING and sends SIGTERM to its process, which
   Dagster's execution turns into an interrupt: the run ends CANCELED and its candidate, never
   gated, is abandoned by run health.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import signal
 from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
@@ -33,6 +37,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._cli.api import _execute_run_command_body
+from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
@@ -49,6 +54,18 @@ def _execute(instance_ref: Any, run_id: str) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # Dagster turns the interrupt into CANCELED
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
         _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+        _report_peak_memory(instance, run_id)
+
+
+def _report_peak_memory(instance: dg.DagsterInstance, run_id: str) -> None:
+    """The run process's peak resident memory, in the run's log (a process per run makes it the run's)."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    run = instance.get_run_by_id(run_id)
+    if run is not None:
+        instance.report_engine_event(
+            f"Run process {os.getpid()} peak memory: {peak_mb:.0f} MB (libraries shared with the warm process too).",
+            run, EngineEventData(metadata={"peak_rss_mb": dg.MetadataValue.float(round(peak_mb, 1))}),
+            cls=WarmRunLauncher)
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):

@@ -224,7 +224,9 @@ class PlantQueries:
         with self.engine.begin() as conn:
             for name, frame in frames.items():
                 table = metadata.tables[name]
-                records = frame[[c.name for c in table.columns if c.name in frame]].to_dict("records")
+                columns = frame[[c.name for c in table.columns if c.name in frame]]
+                # a missing value is NULL: PostgreSQL would store pandas' NaN as a number (or the text 'NaN')
+                records = columns.astype(object).where(columns.notna(), None).to_dict("records")
                 for chunk in range(0, len(records), 50_000):
                     conn.execute(table.insert(), records[chunk : chunk + 50_000])
 

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -106,6 +107,20 @@ def test_the_tally_equals_a_recount_after_anything_the_app_does_to_the_log(url: 
     # the junk: only the plain number within tolerance (0.0 vs 0.1) counts as right
     assert tally(engine)[("personalized_growth", "1.0.0", 1_700_000_000 // DAY * DAY)] == \
         recount(engine)[("personalized_growth", "1.0.0", 1_700_000_000 // DAY * DAY)]
+
+
+def test_an_outcome_not_known_yet_stays_unlabelled_on_either_database(url: str) -> None:
+    """pandas turns a missing outcome into NaN; written as such, PostgreSQL kept the text 'NaN' (a
+    wrong prediction) where SQLite kept NULL."""
+    store = PlantDatabase(url)
+    frame = pd.DataFrame([("disease", "1.0.0", 1_700_000_000, "fungal", "fungal"),
+                          ("disease", "1.0.0", 1_700_000_001, "fungal", None)],
+                         columns=["model_type", "model_version", "ts", "prediction", "actual"])
+    assert frame["actual"].isna().sum() == 1
+    store.write_frames({"predictions": frame})
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(predictions.c.actual.is_(None))).scalar_one() == 1
+    assert tally(store.engine) == {("disease", "1.0.0", 1_700_000_000 // DAY * DAY): (1, 1)}
 
 
 @pytest.mark.parametrize("end_offset", [0, 5 * 3600 + 17])

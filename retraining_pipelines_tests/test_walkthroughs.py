@@ -115,6 +115,11 @@ def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(
     for run_id in [*runs, doomed]:
         messages = [event.message for event in instance.all_logs(run_id)]
         assert any("Forked run process" in m for m in messages), run_id
+    for run_id in runs:  # each finished run's process says what memory it took at its peak
+        peaks = [e.dagster_event.engine_event_data.metadata["peak_rss_mb"].value for e in instance.all_logs(run_id)
+                 if e.dagster_event and e.dagster_event.is_engine_event
+                 and "peak_rss_mb" in e.dagster_event.engine_event_data.metadata]
+        assert len(peaks) == 1 and 50 < peaks[0] < 4096, (run_id, peaks)
     registry = ModelRegistry(home / "model_registry")
     assert registry.get_active_version(MODEL) == "1.1.0"
     assert registry.get_active_version(model) is None, "the cancelled first retrain never reached the gate"
