@@ -21,9 +21,7 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
   describe a world that is gone - and where `min_samples` forces older rows in (a hobby grower's
   ~5 irrigation outcomes a day), they are weighted down (`training.PRE_CHANGE_WEIGHT`). Without a
-  drop inside the log (every logged day of the version is already below its baseline) the world
-  changed before the version's oldest logged outcome, and the retrain learns from that day on the
-  same way; no follow-up answers it. Without any log, the job's window, halved per retry.
+  clear change point it uses the job's window, halved per retry.
 * **Finish the recovery.** A drift retrain made days after the change still learns mostly from
   rows before it: served, it is not yet as good as the new world allows; made a day or two after
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
@@ -50,7 +48,7 @@ import dagster as dg
 from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.drift import CHANGE_SEARCH, DRIFT_WINDOW, DriftDetector, DriftMetrics, InputShift
+from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics, InputShift
 from retraining_pipelines.errors import InsufficientSamplesError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier
@@ -195,17 +193,14 @@ def evaluate_drift_jobs(
         if wait:
             result.skipped[model_type] = wait
             continue
-        since = metrics.change_days_ago or _logged_days(store, metrics, now)
-        time_range = retrain_time_range(job, replace(metrics, change_days_ago=since), attempt, store, now)
+        time_range = retrain_time_range(job, metrics, attempt, store, now)
         available = store.count_samples(model_type, time_range, now)
         if available < job.min_samples:
             result.skipped[model_type] = (
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
-        learn_from = (now - timedelta(days=since)).timestamp() if since else None
-        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, learn_from))
-        # a follow-up answers a change seen inside the log; the log's start is no such change
-        change = learn_from if metrics.change_days_ago else None
+        change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change))
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
         if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
             answered = answered or now.timestamp()
@@ -214,16 +209,6 @@ def evaluate_drift_jobs(
                                      **({INPUTS_ANSWERED: answered} if answered else {})}
         _notify(notifier, job, metrics, attempt, time_range)
     return result
-
-
-def _logged_days(store: PlantDataStore, metrics: DriftMetrics, now: datetime) -> int | None:
-    """With no drop inside the log, every logged day of the drifting version is below its baseline:
-    the world changed before its oldest logged outcome, and a retrain learns from all of them (older
-    rows weighted down). Days back to that outcome; None without any."""
-    if metrics.model_version is None:
-        return None
-    ages = store.logged_hits_by_age(metrics.model_type, metrics.model_version, Window.last(CHANGE_SEARCH, now))
-    return max(ages) + 1 if ages else None
 
 
 def _signal(job: StoredJob) -> str:
