@@ -45,6 +45,7 @@ computed on request (`check_logged(with_features=True)`, the service's `check_dr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -59,9 +60,9 @@ from retraining_pipelines.catalog import ModelSpec, get_spec
 from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
 from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.plantdb import DAY, PlantDatabase, PlantQueries, Window, predictions
-from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.registry import ModelRegistry, ModelVersion
 from retraining_pipelines.settings import registry_dir
-from retraining_pipelines.training import accuracy_of
+from retraining_pipelines.training import HOLDOUT_FRACTION, accuracy_of
 
 DEFAULT_THRESHOLD = 0.15
 MIN_LABELLED = 10  # labelled predictions before any accuracy verdict
@@ -115,12 +116,22 @@ class DriftMetrics:
     reason: str
     p_value: float | None = None  # of "accuracy >= baseline x (1 - threshold/2)"; small = sure it dropped
     window_days: int | None = None  # the evidence window the verdict rests on
-    change_days_ago: int | None = None  # when accuracy dropped, estimated from the log (None: no clear change)
+    change_days_ago: int | None = None  # when accuracy dropped (None: no clear change; see `change_point`)
+    #: The log before any drop inside it has drifted from the version's validation too: the drop came
+    #: between the newest row the version saw and its first logged outcome, and `change_days_ago`
+    #: counts from that row (`locate_change`).
+    change_before_log: bool = False
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def drop_p_value(baseline: float, threshold: float, hits: int, count: int) -> float:
+    """p of "accuracy >= baseline x (1 - threshold/2)" given `hits` of `count`: half-way from the
+    baseline to the threshold, because a slightly optimistic baseline must raise no alarm."""
+    return float(binom.cdf(hits, count, baseline * (1 - threshold / 2)))
 
 
 def accuracy_drift(baseline: float, current: float) -> float:
@@ -186,7 +197,9 @@ class DriftDetector:
                 evidence.append((days, hits, count))
         metrics = self._verdict(spec, evidence or [(longest, 0, 0)], threshold)
         features = self.check_features(model_type, end) if with_features else None
-        return replace(metrics, change_days_ago=change_point(history), feature_shift=features)
+        record = self.registry.get_version(model_type, version) if version else None
+        change, before_log = locate_change(history, record, span.end_ts, metrics.threshold)
+        return replace(metrics, change_days_ago=change, change_before_log=before_log, feature_shift=features)
 
     def check_inputs(self, end: datetime | None = None) -> InputShift:
         """Have the sensors' daily levels jumped (no labels needed)? Reads whole days before `end`."""
@@ -227,8 +240,7 @@ class DriftDetector:
                 reason=f"insufficient data: {count} labelled predictions < {self.min_labelled} needed for a verdict",
                 **common)
         usable = [(d, h, n) for d, h, n in evidence if n >= self.min_labelled]
-        line = baseline * (1 - threshold / 2)  # half-way: a slightly optimistic baseline raises no alarm
-        tests = [(float(binom.cdf(h, n, line)), d, h, n) for d, h, n in usable]
+        tests = [(drop_p_value(baseline, threshold, h, n), d, h, n) for d, h, n in usable]
         past = [t for t in tests if accuracy_drift(baseline, t[2] / t[3]) > threshold]
         # the window with the strongest evidence of a drop past the threshold (else: the most evidence)
         p_value, days, hits, count = min(past) if past else tests[-1]
@@ -292,16 +304,46 @@ def input_shift(daily: pd.DataFrame, noun: str = "sensor") -> InputShift:
                       f"inputs steady: {noun} jump score {score:.1f} <= {SHIFT_LIMIT:g}")
 
 
+def locate_change(history: dict[int, tuple[int, int]], record: ModelVersion | None, end_ts: int,
+                  threshold: float) -> tuple[int | None, bool]:
+    """Days ago a version's accuracy dropped, and whether the drop came before its first logged day.
+
+    A drop inside the log (`change_point`) leaves the log before it as good as the version was
+    validated. When that older part - or, without a drop inside, the whole log - has itself drifted
+    by the verdict's own rule, the drop came before the log: a log that drifted from its first day
+    shows no drop inside it, or a spurious one where the drifted accuracy wobbled (the README
+    walkthrough: the drop 14 days back, splits found 8-13 days back). Nothing was logged between the
+    newest row the version saw and its log's start, so the drop is dated from that row: everything
+    since is new to the version.
+    """
+    change = change_point(history)
+    baseline = record.metrics.get("accuracy") if record is not None else None
+    logged = [age for age, (_, n) in history.items() if n]
+    if baseline is None or not logged:
+        return change, False
+    older = [hn for age, hn in history.items() if change is None or age >= change]
+    hits, count = sum(h for h, _ in older), sum(n for _, n in older)
+    if count < CHANGE_MIN_SIDE or drop_p_value(baseline, threshold, hits, count) >= DRIFT_ALPHA \
+            or accuracy_drift(baseline, hits / count) <= threshold:  # the verdict's own test
+        return change, False
+    seen = _seen_until(record)
+    unseen_days = math.ceil((end_ts - seen) / DAY) if seen is not None else 0
+    return max(max(logged) + 1, unseen_days), True
+
+
+def _seen_until(record: ModelVersion) -> float | None:
+    """When the newest row the version learned from or was validated on happened: its hold-out
+    follows its last training row, at the rate its training rows came."""
+    if record.train_start_ts is None or record.train_end_ts is None:
+        return None
+    span = record.train_end_ts - record.train_start_ts
+    return record.train_end_ts + span * HOLDOUT_FRACTION / (1 - HOLDOUT_FRACTION)
+
+
 def change_point(by_age: dict[int, tuple[int, int]]) -> int | None:
     """Days ago the logged accuracy dropped: the split of the daily (hits, labelled) counts that a
     likelihood-ratio test (1 degree of freedom, 1 %) finds most convincing, with accuracy lower after
-    it than before. None when the log shows no clear drop."""
-    def loglik(hits: int, n: int) -> float:
-        if n == 0 or hits in (0, n):
-            return 0.0
-        p = hits / n
-        return hits * np.log(p) + (n - hits) * np.log(1 - p)
-
+    it than before. None when the log shows no clear drop (see `locate_change` for a drop before it)."""
     ages = sorted(by_age)
     total_h, total_n = sum(h for h, _ in by_age.values()), sum(n for _, n in by_age.values())
     best, best_stat = None, chi2.ppf(1 - CHANGE_ALPHA, 1)
@@ -311,10 +353,18 @@ def change_point(by_age: dict[int, tuple[int, int]]) -> int | None:
         old_h, old_n = total_h - recent_h, total_n - recent_n
         if recent_n < CHANGE_MIN_SIDE or old_n < CHANGE_MIN_SIDE or recent_h / recent_n >= old_h / old_n:
             continue
-        stat = 2 * (loglik(recent_h, recent_n) + loglik(old_h, old_n) - loglik(total_h, total_n))
+        stat = 2 * (_loglik(recent_h, recent_n) + _loglik(old_h, old_n) - _loglik(total_h, total_n))
         if stat > best_stat:
             best, best_stat = age + 1, stat
     return best
+
+
+def _loglik(hits: int, n: int) -> float:
+    """Binomial log-likelihood of `hits` in `n` at its own rate."""
+    if n == 0 or hits in (0, n):
+        return 0.0
+    p = hits / n
+    return hits * np.log(p) + (n - hits) * np.log(1 - p)
 
 
 #: Calendar and clock features differ between any two stretches of time by construction (the

@@ -21,7 +21,9 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
   describe a world that is gone - and where `min_samples` forces older rows in (a hobby grower's
   ~5 irrigation outcomes a day), they are weighted down (`training.PRE_CHANGE_WEIGHT`). Without a
-  clear change point it uses the job's window, halved per retry.
+  clear change point it uses the job's window, halved per retry. A drop before the version's first
+  logged day (`change_before_log`: dated from the newest row the version saw) is dated less surely:
+  its retries halve the window too, and it gets no follow-up.
 * **Finish the recovery.** A drift retrain made days after the change still learns mostly from
   rows before it: served, it is not yet as good as the new world allows; made a day or two after
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
@@ -123,12 +125,13 @@ def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, stor
                        end: datetime) -> str:
     """The window a drift retrain learns from (see the module docstring)."""
     job_days = validation.time_range(job.time_range) // DAY
-    if metrics.change_days_ago is not None:
-        # the rows since the change, stretched so the hold-out (the newest 20 %) is not all of them
-        days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
-    else:
-        days = job_days // 2 ** (attempt - 1)
-    return _widened(job, days, store, end)
+    halved = job_days // 2 ** (attempt - 1)
+    if metrics.change_days_ago is None:
+        return _widened(job, halved, store, end)
+    # the rows since the change, stretched so the hold-out (the newest 20 %) is not all of them
+    days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
+    # a drop before the log is dated only as "after the version's newest row": retries move closer
+    return _widened(job, min(days, halved) if metrics.change_before_log else days, store, end)
 
 
 def _widened(job: StoredJob, days: int, store: PlantDataStore, end: datetime) -> str:
@@ -204,8 +207,12 @@ def evaluate_drift_jobs(
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
         if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
             answered = answered or now.timestamp()
+        # no follow-up for a drop before the log: the retrain learns only what the version never saw,
+        # and a stable world's optimistic validation looks the same (a follow-up doubled false retrains)
+        followable = None if metrics.change_before_log else change
         result.cursor[model_type] = {"version": metrics.model_version, "attempts": attempt,
-                                     "requested_at": now.timestamp(), "time_range": time_range, "change_ts": change,
+                                     "requested_at": now.timestamp(), "time_range": time_range,
+                                     "change_ts": followable,
                                      **({INPUTS_ANSWERED: answered} if answered else {})}
         _notify(notifier, job, metrics, attempt, time_range)
     return result

@@ -129,10 +129,11 @@ class PlantData:
         return before, after
 
 
-def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None,
-                drift_days_ago: float = 10, drift_magnitude: float = 1.0) -> GeneratorConfig:
-    """The data the run command seeds on first start: half a year up to now, optionally drifting."""
-    end = datetime.now(UTC)
+def demo_config(days: int = 180, units: int = 12, drift: DriftKind | None = None, drift_days_ago: float = 10,
+                drift_magnitude: float = 1.0, end: datetime | None = None) -> GeneratorConfig:
+    """The data the run command seeds on first start: half a year up to now (or `end`: each hour's
+    world differs, so `benchmarks.drift_demo` replays many), optionally drifting."""
+    end = end or datetime.now(UTC)
     config = GeneratorConfig(end=end, days=days, units=units)
     if drift is None:
         return config

@@ -22,6 +22,7 @@ from retraining_pipelines.drift import (
     accuracy_drift,
     change_point,
     input_shift,
+    locate_change,
     prediction_accuracy,
     replay_predictions,
 )
@@ -29,7 +30,7 @@ from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.plantdb import Window
+from retraining_pipelines.plantdb import DAY, Window
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.training import validate_model
 
@@ -155,7 +156,8 @@ def test_replayed_predictions_are_computed_exactly_as_training_computes_features
     assert logged["prediction"].tolist() == expected
     assert logged["actual"].tolist() == [str(a) for a in features.y[week]]
     # and so the logged accuracy is what validation measures on those rows: no drift on a stable world
-    accuracy, count = _logged(plant_store, model_type, Window.last("last_7d"))
+    # the evidence counts whole UTC days back from now (7 x 24 h reach into an eighth day just after midnight)
+    accuracy, count = _logged(plant_store, model_type, Window.last("last_8d"))
     on_rows = validate_model(model, features.X[week], features.y[week], get_spec(model_type))["accuracy"]
     assert count == len(expected) and accuracy == pytest.approx(on_rows)
 
@@ -170,6 +172,30 @@ def test_the_change_point_is_the_day_accuracy_dropped() -> None:
     better = {age: (int(rng.binomial(12, 0.95 if age < 6 else 0.6)), 12) for age in range(30)}
     assert change_point(better) is None, "an improvement is no drift"
     assert change_point({0: (1, 3), 1: (3, 3)}) is None, "too few labels on either side"
+
+
+def test_a_log_drifted_from_its_first_day_dates_the_drop_from_the_newest_row_the_version_saw(
+    tmp_path: Path,
+) -> None:
+    """The version (validated 0.80) learned from rows up to 20 days back; its log covers 10 days."""
+    registry = ModelRegistry(tmp_path / "registry")
+    end = datetime(2026, 11, 26, tzinfo=UTC)
+    seen = int((end - timedelta(days=20)).timestamp())
+    # 32 days of training rows, then the hold-out (the newest 20 % of the rows): 8 more days, to `seen`
+    version = registry.register_model("disease", small_model(), metadata(
+        accuracy=0.80, train_start_ts=seen - 40 * DAY, train_end_ts=seen - 8 * DAY)).version
+    record = registry.get_version("disease", version)
+    end_ts = int(end.timestamp())
+
+    def locate(by_age: dict[int, tuple[int, int]]) -> tuple[int | None, bool]:
+        return locate_change(by_age, record, end_ts, threshold=0.15)
+
+    assert locate({age: (6, 12) for age in range(10)}) == (20, True), "no drop inside: before the log"
+    wobbly = {age: (3, 12) for age in range(4)} | {age: (7, 12) for age in range(4, 10)}
+    assert change_point(wobbly) == 4 and locate(wobbly) == (20, True), "the log before the split drifted too"
+    clear = {age: (5, 12) for age in range(4)} | {age: (10, 12) for age in range(4, 10)}
+    assert locate(clear) == (4, False), "a drop inside the log, as validated before it"
+    assert locate({age: (10, 12) for age in range(10)}) == (None, False), "as good as validated"
 
 
 SHIFT_END = datetime(2026, 11, 26, tzinfo=UTC)

@@ -7,11 +7,18 @@ import os
 import signal
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from benchmarks.drift_demo import hindsight_accuracy, noise
+from retraining_pipelines import validation
+from retraining_pipelines.cli import HELD_BACK
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.jobstore import DRIFT_TIME_RANGE
+from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import ModelRegistry
 
 from .live import (
@@ -40,6 +47,7 @@ def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path
     seeded = cli(home, "seed-demo", "--drift", "sensor_recalibration", "--drift-days-ago", "14",
                  "--drift-magnitude", "2", "--hold-back-drift")
     assert seeded.returncode == 0, seeded.stderr
+    drift_start = datetime.fromisoformat(json.loads((home / HELD_BACK).read_text())["drift_start"])
     env = {"RETRAINING_DRIFT_COOLDOWN_HOURS": "0", "RETRAINING_DRIFT_INTERVAL_SECONDS": "30"}
     with serving(home, env) as url:
         assert wait_for_run(url, launch_retrain(url, MODEL)) == "SUCCESS"  # "materialize the disease partition"
@@ -59,11 +67,21 @@ def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path
     assert retrained["new_version"] == "1.1.0" and retrained["run_id"] == drift_run["runId"]
     registry = ModelRegistry(home / "model_registry")
     assert registry.get_active_version(MODEL) == "1.1.0"
-    pre_drift = verdict["baseline_accuracy"]
     # served accuracy on post-drift data (the drift retrain's hold-out is entirely after the drift)
     recovered = retrained["new_accuracy"]
     assert recovered > verdict["current_accuracy"] + 0.3, "far better than the drifted model on the same world"
-    assert recovered > pre_drift - 0.10, f"back near the pre-drift level: {recovered:.3f} vs {pre_drift:.3f}"
+    # it learned from the drift's start on: every drifted day, and not the job's whole 30 days
+    detected = next(e for e in _events(home) if e["type"] == "drift_detected")
+    days = validation.time_range(detected["time_range"]) // DAY
+    assert 14 <= days < validation.time_range(DRIFT_TIME_RANGE) // DAY, detected["time_range"]
+    # and is as good as the world since the drift allows: 14 days of a dozen units' outcomes teach
+    # less than v1.0.0's 72 days did, so the pre-drift level is not the yardstick (#8: "or the best
+    # achievable"); within two standard errors of its hold-out of a retrain told when the drift began
+    store = PlantDataStore(database_url=f"sqlite:///{home / 'plant_data.sqlite'}")
+    best, rows = hindsight_accuracy(store, detected["time_range"], datetime.fromisoformat(detected["at"]), drift_start)
+    margin = noise(best, rows)
+    assert recovered > best - margin, f"v1.1.0 {recovered:.3f} vs {best:.3f} ± {margin:.3f} in hindsight"
+
 
 
 def test_a_killed_retrain_frees_the_queue_through_the_daemon(tmp_path: Path) -> None:
