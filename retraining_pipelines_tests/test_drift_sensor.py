@@ -10,7 +10,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -191,7 +191,7 @@ def test_retries_back_off_by_the_cool_down(tmp_path: Path, monkeypatch: pytest.M
         notifier = Notifier(log_path=str(tmp_path / "n.jsonl"))
         evaluate = functools.partial(evaluate_drift_jobs, world.jobs.list("on_drift"), instance, world.store,
                                      world.registry, notifier)
-        later = NOW + timedelta(hours=3)  # past the cool-down after v1's training run
+        later = datetime.now(UTC) + timedelta(hours=3)  # past the cool-down after v1's training run, just now
         seen = evaluate(now=later)
         assert seen.run_requests == [] and "confirms it" in seen.skipped[MODEL]
         first = evaluate(cursor=seen.cursor, now=later)
