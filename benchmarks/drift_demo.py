@@ -27,17 +27,19 @@ from pathlib import Path
 import dagster as dg
 
 from benchmarks.drift_scenarios import publish
+from retraining_pipelines import validation
 from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.code_location import build_definitions, default_resources
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.drift import DriftDetector, replay_predictions
-from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
+from retraining_pipelines.drift import replay_predictions
+from retraining_pipelines.drift_policy import AS_OF_TAG, DRIFT_COOLDOWN_ENV, evaluate_drift_jobs
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import demo_config, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import DEFAULT_JOBS, JobStore
 from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.training import change_weights, time_split, validate_model
 
 MODEL = "disease"
@@ -104,14 +106,14 @@ def run_world(end: datetime) -> DemoWorld:
     with dg.instance_for_test() as instance:
         spec = get_spec(MODEL)
         job.execute_in_process(partition_key=MODEL, run_config=samples_run_config("last_90d", spec.min_samples, end),
-                               instance=instance, tags={"retraining/as_of": (end - timedelta(hours=1)).isoformat()})
+                               instance=instance, tags={AS_OF_TAG: (end - timedelta(hours=1)).isoformat()})
         store.write_frames(after)
         replay_predictions(store, registry, MODEL, "last_14d", end=end)
-        verdict = DriftDetector(registry, store).check_logged(MODEL, end=end, with_features=False)
         evaluation = None
         for _ in range(2):  # the second check confirms
             evaluation = evaluate_drift_jobs(jobs.list("on_drift"), instance, store, registry, notifier,
                                              evaluation.cursor if evaluation else None, now=end)
+        verdict = evaluation.measurements[MODEL]
         request = next(r for r in evaluation.run_requests if r.partition_key == MODEL)
         job.execute_in_process(partition_key=MODEL, run_config=request.run_config, instance=instance,
                                tags=dict(request.tags))
@@ -125,7 +127,7 @@ def run_world(end: datetime) -> DemoWorld:
 def report(worlds: list[DemoWorld], started: datetime, seconds: float) -> str:
     within = [w for w in worlds if w.recovered > w.hindsight - w.noise]
     near = [w for w in worlds if w.recovered > w.pre_drift - 0.10]
-    days = sorted(int(w.window[5:-1]) for w in worlds)
+    days = sorted(validation.time_range(w.window) // DAY for w in worlds)
     lines = [f"## The README drift walkthrough over {len(worlds)} demo worlds (`python -m benchmarks.drift_demo`)", "",
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores in {seconds / 60:.1f} min; "
              f"worlds ending hourly from {started:%Y-%m-%d %H:%M} UTC.", "",

@@ -279,8 +279,8 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
     """A heat wave with no logged outcomes yet: only jobs that watch the inputs retrain, once per shift,
     and the retrain weighs the rows from before the shift down (its run config says from when). A week
     later, with the drifted version still active (that retrain was never served), one follow-up."""
-    # at midnight: the input shift reads whole UTC days, so a heat wave starting late in a day (the
-    # test world ends "now") shows a day later than one starting at its start - what "<= 3" assumes
+    # at midnight: the input shift reads whole UTC days, so a heat wave starting late in a day shows a
+    # day later than one starting at its start - what "<= 3" assumes (kept should the world's end move)
     start = (NOW - timedelta(days=11)).replace(hour=0, minute=0, second=0, microsecond=0)
     config = dataclasses.replace(TEST_CONFIG, days=90, drift=(DriftScenario("heat_wave", start),))
     store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")

@@ -121,7 +121,7 @@ def test_too_few_unseen_rows_fall_back_to_recorded_metrics_and_say_so(
 
 
 def _served(registry: ModelRegistry, trained: ModelVersion) -> ModelVersion:
-    """`trained` as the active version. Five days of the world ending now may not beat the naive rule
+    """`trained` as the active version. Five days of the day's test world may not beat the naive rule
     (the gate then rightly rejects it, and a rejected version is never served): the same model and
     facts are then registered anew and promoted, as a champion this test can stand on."""
     if trained.status == ModelStatus.ACTIVE:
