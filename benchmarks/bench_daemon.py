@@ -1,12 +1,15 @@
 """Benchmark: retrains through the embedded service's daemon vs a bare script, default vs warm run launcher.
 
-Run on demand (not in CI):  .venv/bin/python -m benchmarks.bench_daemon [--days 180 --units 12 --repeats 3]
+Run on demand (not in CI):
+    .venv/bin/python -m benchmarks.bench_daemon [--days 180 --units 12 --repeats 3 --before default-storage]
 
 `retraining serve` (the embedded default: SQLite, the daemon's queue, 2 runs at once, dequeue every
 1 s, the thread rule) on the demo data, measured twice in one run, interleaved with the bare script:
-  * before: Dagster's `DefaultRunLauncher` (a fresh Python per run, importing everything again);
-  * after: the committed `dagster_home/dagster.yaml`, whose `WarmRunLauncher` (launcher.py) forks
-    each run from a process that has the libraries imported.
+  * after: the committed `dagster_home/dagster.yaml`;
+  * before, `--before default-storage`: the same with Dagster's own `storage: sqlite:` instead of the
+    pooled event log (instance_storage.py); `--before default-launcher`: the same with Dagster's
+    `DefaultRunLauncher` (a fresh Python per run, importing everything again) instead of the
+    `WarmRunLauncher` (launcher.py), which forks each run from a process with the libraries imported.
 Rows: one retrain launched as the UI's Materialize button does, launch -> SUCCESS (median of
 `repeats`; the first launch of a service also starts the warm process), and all 7 model types
 launched at once (a backfill), first launch -> last SUCCESS. Baseline: a bare script doing the same
@@ -39,13 +42,15 @@ from retraining_pipelines_tests import live
 WINDOW = "last_90d"
 
 
-def home_for(work: Path, name: str, plant_db: Path, tuned: bool) -> Path:
-    """A DAGSTER_HOME with the committed instance config, or with Dagster's default run launcher."""
+def home_for(work: Path, name: str, plant_db: Path, tuned: bool, before: str) -> Path:
+    """A DAGSTER_HOME with the committed instance config, or with one part of it Dagster's default (`before`)."""
     home = work / name
     home.mkdir()
     config = yaml.safe_load((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
-    if not tuned:
+    if not tuned and before == "default-launcher":
         config.pop("run_launcher")
+    elif not tuned:
+        config["storage"] = {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     shutil.copy(plant_db, home / "plant_data.sqlite")
     return home
@@ -83,6 +88,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--units", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", choices=("default-storage", "default-launcher"), default="default-storage")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     plant_db = work / "plant_data.sqlite"
@@ -92,14 +98,16 @@ def main() -> None:
     for round_, tuned in enumerate((False, True, False, True)):
         bare_one += [bare_retrains(store, work, ("disease",), WINDOW) for _ in range(args.repeats)]
         bare_seven.append(bare_retrains(store, work, MODEL_TYPES, WINDOW))
-        singles, seven, run_peaks = through_daemon(home_for(work, f"home{round_}", plant_db, tuned), args.repeats)
+        home = home_for(work, f"home{round_}", plant_db, tuned, args.before)
+        singles, seven, run_peaks = through_daemon(home, args.repeats)
         peaks += run_peaks
         figures.setdefault(tuned, ([], []))
         figures[tuned][0].extend(singles)
         figures[tuned][1].append(seven)
     one, seven = statistics.median(bare_one), statistics.median(bare_seven)
     print(f"\nGenerated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, Dagster {dg.__version__}; demo data {args.days} days x {args.units} units.\n")
+          f"{platform.python_version()}, Dagster {dg.__version__}; demo data {args.days} days x {args.units} units; "
+          f"before: {args.before}.\n")
     print("| row | bare script | before | after | before / bare | after / bare |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, base, index in (("one retrain (disease), launch -> SUCCESS", one, 0),

@@ -9,7 +9,8 @@ It generates one world into a SQLite plant database, then runs, interleaved, `--
   * bare: a fresh Python doing the project's SQL (`plantdb`), features, time split, estimator,
     metrics and `joblib.dump`, with no Dagster imported (it refuses to run if Dagster got imported);
   * ours: a fresh Python calling `AutomatedRetrainingService().retrain_model(model, force=True)` on a
-    real DAGSTER_HOME (event log, registry, gate), as `retraining retrain` does.
+    real DAGSTER_HOME (event log, registry, gate) configured by the committed `dagster_home/dagster.yaml`,
+    as `retraining retrain` does (`--default-storage`: Dagster's default SQLite storage instead).
 Each child's wall time and peak RSS come from `os.wait4` (the kernel's figure for that process
 alone). The children also report where their time went: the bare script per stage, ours per
 Dagster step (from the run's event log) plus what came before the run (imports, service).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--time-range", default=None, help="default: last_<days>d")
     parser.add_argument("--work", type=Path, default=None, help="reuse a generated world (keeps the plant DB)")
     parser.add_argument("--child", choices=("bare", "ours"), default=None)
+    parser.add_argument("--default-storage", action="store_true",
+                        help="ours on Dagster's default SQLite storage, not the committed dagster.yaml's")
     parser.add_argument("--fill", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     time_range = args.time_range or f"last_{args.days}d"
@@ -140,6 +144,10 @@ def main() -> None:
     if args.child:
         stages = (_child_bare if args.child == "bare" else _child_ours)(args.work, args.model, time_range)
         (args.work / f"{args.child}.json").write_text(json.dumps(stages))
+        if args.child == "ours":  # ends as the `retraining` console script does
+            from retraining_pipelines.cli import exit_process
+
+            exit_process(0)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-size-"))
     if not (work / "plant.sqlite").exists():
@@ -147,6 +155,12 @@ def main() -> None:
         # (generating 100k rows here made every child read 1,079 MB)
         subprocess.run([sys.executable, "-m", "benchmarks.bench_size", "--fill", "--work", str(work), "--units",
                         str(args.units), "--days", str(args.days), "--worlds", str(args.worlds)], check=True)
+    from retraining_pipelines.settings import PROJECT_DAGSTER_HOME
+
+    shutil.rmtree(work / "home", ignore_errors=True)  # ours starts from an empty instance and registry
+    (work / "home").mkdir()
+    if not args.default_storage:
+        shutil.copy(PROJECT_DAGSTER_HOME / "dagster.yaml", work / "home" / "dagster.yaml")
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
     _measure("ours", work, args.model, time_range)  # first version (no champion yet), page cache warm
     for _ in range(args.repeats):
@@ -156,7 +170,7 @@ def main() -> None:
     wall = [o["wall"] / b["wall"] for o, b in zip(ours, bare, strict=True)]
     rss = [o["peak_rss_mb"] / b["peak_rss_mb"] for o, b in zip(ours, bare, strict=True)]
     print(f"\n{args.model}, {int(bare[0]['rows']):,} rows ({args.units * args.worlds} units x {args.days} days), "
-          f"fresh process each, "
+          f"fresh process each, {'Dagster default' if args.default_storage else 'dagster.yaml'} storage, "
           f"{args.repeats} interleaved pairs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores\n")
     print("| row | bare | ours | ours / bare |")
     print("| --- | --- | --- | --- |")

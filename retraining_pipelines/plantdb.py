@@ -183,10 +183,8 @@ def _engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+            sqlstore.switch_to_wal(dbapi_conn, timeout=30)
 
     sqlstore.create_schema(engine, None, _create_tables)
     prediction_days.install(engine)

@@ -15,6 +15,8 @@ PostgreSQL (several machines sharing one index):
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +28,9 @@ from retraining_pipelines.settings import with_installed_driver
 
 #: One engine per (url, schema) per process: a forked worker must not reuse its parent's sockets.
 _ENGINES: dict[tuple[str, str, int], sa.Engine] = {}
+
+#: How long a SQLite connection waits for another process's lock (the driver's busy timeout).
+SQLITE_BUSY_SECONDS = 60
 
 
 def is_sqlite(engine: sa.Engine) -> bool:
@@ -44,17 +49,37 @@ def get_engine(url: str, schema: str) -> sa.Engine:
 def _sqlite_engine(url: str) -> sa.Engine:
     # No pool: every call opens its own connection, so a file another process replaced or removed
     # (a test's temp dir, a restored backup) is never read through a stale handle.
-    engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
     @sa.event.listens_for(engine, "connect")
     def _autocommit_wal(dbapi_connection, _record) -> None:
         # Autocommit at the driver, so `write()` decides when a transaction starts and how
         # (BEGIN IMMEDIATE), instead of pysqlite's deferred BEGIN before the first write.
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(dbapi_connection)
         dbapi_connection.execute("PRAGMA synchronous=FULL")
 
     return engine
+
+
+def switch_to_wal(dbapi_connection: sqlite3.Connection, timeout: float = SQLITE_BUSY_SECONDS) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting for other processes as long as any other statement would.
+
+    Switching a file's journal mode needs the lock another connection may hold while it creates
+    the same new file's tables; SQLite then answers "database is locked" at once instead of waiting
+    its busy timeout (each holds what the other needs). Four retrains started together on a fresh
+    registry failed so, one of them with a StorageError (CI, 2026-11-28). Waiting until the other
+    transaction ends, as the busy timeout would, is all it takes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _server_engine(url: str, schema: str) -> sa.Engine:

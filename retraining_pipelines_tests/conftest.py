@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
@@ -69,9 +72,22 @@ def database() -> Iterator[str]:
         yield url
 
 
+#: The embedded default's storage, read from the committed `dagster_home/dagster.yaml`: the tests'
+#: instances store runs and events the way a user's service does (instance_storage.py).
+EMBEDDED_STORAGE = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml").read_text())["storage"]
+
+
+@contextmanager
+def project_instance(overrides: dict[str, Any] | None = None) -> Iterator[dg.DagsterInstance]:
+    """`dg.instance_for_test` (a temporary DAGSTER_HOME) with the embedded default's storage."""
+    with dg.instance_for_test(overrides={"storage": EMBEDDED_STORAGE, **(overrides or {})}) as inst:
+        yield inst
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
+    with project_instance() as inst:
         yield inst
 
 

@@ -14,7 +14,8 @@ from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.cli import main, seed_demo
 from retraining_pipelines.datastore import PlantDataStore
 
-from .conftest import TEST_CONFIG
+from .conftest import TEST_CONFIG, project_instance
+from .live import cli, new_home
 
 
 def _count(store: PlantDataStore) -> int:
@@ -70,9 +71,8 @@ def test_replay_predictions_logs_and_reports_drift(isolated_dagster_home: Path, 
     from retraining_pipelines import AutomatedRetrainingService
 
     monkeypatch.setenv("PLANT_DATABASE_URL", plant_db_url)
-    import dagster as dg
 
-    with dg.instance_for_test() as instance:  # this points DAGSTER_HOME at the instance's home meanwhile
+    with project_instance() as instance:  # this points DAGSTER_HOME at the instance's home meanwhile
         AutomatedRetrainingService(instance=instance).retrain_model("growth_stage", force=True)
         assert main(["replay-predictions", "growth_stage", "--time-range", "last_7d"]) == 0
     out = capsys.readouterr().out
@@ -161,3 +161,19 @@ def test_model_commands_retrain_versions_history_drift_and_rollback(
     assert err.startswith("error: Nothing to roll back to") and "\n" not in err
     assert main(["retrain", "durian"]) == 2
     assert "Invalid model_type: 'durian'" in capsys.readouterr().err
+
+
+def test_the_console_script_prints_the_whole_result_and_exits_with_mains_code(
+    plant_db_url: str, isolated_dagster_home: Path
+) -> None:
+    """`retraining` ends through `exit_process` (no last garbage collections): nothing it owes may be lost."""
+    home, env = new_home(isolated_dagster_home), {"PLANT_DATABASE_URL": plant_db_url}  # the committed dagster.yaml
+    done = cli(home, "retrain", "growth_stage", "--force", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["new_version"] == "1.0.0"  # all of it was flushed
+    refused = cli(home, "retrain", "durian", env=env)
+    assert refused.returncode == 2 and "Invalid model_type: 'durian'" in refused.stderr
+    listed = cli(home, "history", "--model-type", "growth_stage", env=env)  # a later process reads the run
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    [run] = json.loads(listed.stdout)["runs"]
+    assert run["status"] == "SUCCESS" and run["outcome"]

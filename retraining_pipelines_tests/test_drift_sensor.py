@@ -35,7 +35,7 @@ from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.service import DRIFT_CURSOR
 from retraining_pipelines.training import HOLDOUT_FRACTION
 
-from .conftest import TEST_CONFIG
+from .conftest import TEST_CONFIG, project_instance
 from .helpers import metadata_of, pipeline_resources, retrain
 
 MODEL = "disease"
@@ -98,12 +98,12 @@ def no_cooldown(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def stable_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         yield _world(tmp_path_factory.mktemp("stable"), drift=False, instance=instance)
 
 
 def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cooldown: None) -> None:
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         result = world.confirmed()
         assert len(result.run_requests) == 1, result.skip_reason
@@ -142,7 +142,7 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
     """The README drift walkthrough's situation: v1.0.0 saw the world up to 14 days ago, and every day
     logged since is below its validation. The drop lies between, so the retrain learns from the
     newest row v1.0.0 saw on (stretched by the hold-out share), not from the job's whole 28 days."""
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance, drift_start=NOW - timedelta(days=14),
                        log_window="last_14d")
         verdict = DriftDetector(world.registry, world.store).check_logged(MODEL, end=NOW, with_features=False)
@@ -163,7 +163,7 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
 def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: None) -> None:
     """Each tick that finds the same version still drifting retries on a shorter, more recent window;
     from the fourth attempt on (three failed retrains) it also says `drift_unresolved`."""
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         log = Notifier(log_path=str(tmp_path / "notifications.jsonl"))
         confirmed = world.confirmed()
@@ -185,7 +185,7 @@ def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: N
 
 
 def test_retries_back_off_by_the_cool_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "2")
         notifier = Notifier(log_path=str(tmp_path / "n.jsonl"))
@@ -219,7 +219,7 @@ def test_a_stable_model_is_not_retrained_and_the_reason_has_the_numbers(stable_w
 
 
 def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldown: None) -> None:
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         registry_dir = world.resources["model_registry"].registry_dir
         version = world.registry.get_active_version(MODEL)
@@ -252,7 +252,7 @@ def test_no_drift_retrain_while_one_is_queued_or_just_ran(stable_world: World) -
 
 
 def test_sensor_with_no_drift_jobs_says_so(tmp_path: Path, plant_store: PlantDataStore) -> None:
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = World(plant_store, pipeline_resources(plant_store), ModelRegistry(tmp_path / "r"),
                       JobStore(tmp_path / "jobs.sqlite"), instance, 0.0)
         assert world.sensor().skip_reason.skip_message == "no on_drift jobs"
@@ -260,7 +260,7 @@ def test_sensor_with_no_drift_jobs_says_so(tmp_path: Path, plant_store: PlantDat
 
 def test_check_and_execute_jobs_confirms_drift_across_calls_then_retrains(tmp_path: Path, no_cooldown: None) -> None:
     """Without the daemon (a cron entry calling the service), the confirmation survives between calls."""
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance)
         service = AutomatedRetrainingService(plant_store=world.store, instance=instance, job_store=world.jobs,
                                              model_registry=world.resources["model_registry"],
@@ -285,7 +285,7 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
     config = dataclasses.replace(TEST_CONFIG, days=90, drift=(DriftScenario("heat_wave", start),))
     store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")
     store.write_frames(generate(config).tables())
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         resources = pipeline_resources(store, registry_dir=str(tmp_path / "registry"))
         assert retrain(MODEL, store, instance, {"time_range": "last_60d", "as_of": start.isoformat()},
                        resources=resources, tags={AS_OF_TAG: start.isoformat()}).success

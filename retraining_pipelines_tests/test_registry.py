@@ -292,6 +292,31 @@ def test_concurrent_processes_get_unique_versions_and_one_active(tmp_path: Path)
     assert len(promotions) == 12 and promotions[-1].to_version == registry.get_active_version("disease")
 
 
+def test_a_fresh_index_locked_by_another_process_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """Another process holds the new index file's write lock before its journal is WAL (as a retrain
+    creating the same fresh registry does): SQLite refuses the switch to WAL at once, without its busy
+    timeout. The registry must wait for the other transaction, as for any lock, and then open."""
+    root = tmp_path / "registry"
+    root.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(root / INDEX)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); c.execute('CREATE TABLE other_process (x)')\n"
+         "print('locked', flush=True); time.sleep(1.5); c.execute('COMMIT')\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        registry = ModelRegistry(root)  # refused at once with "database is locked" before the fix
+        assert holder.poll() is not None, "the registry opened while the other process still held the lock"
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0
+    assert registry.list_versions("disease") == []
+    with sqlite3.connect(root / INDEX) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 @pytest.mark.parametrize("crash_point", ["while_staging", "after_rename"])
 def test_a_process_killed_mid_registration_leaves_a_consistent_registry(tmp_path: Path, crash_point: str) -> None:
     root = tmp_path / "registry"

@@ -180,3 +180,19 @@ def test_the_warm_launcher_tells_run_monitoring_whether_a_run_process_lives(
     gone = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
     assert gone.status == WorkerStatus.FAILED and str(sleeper.pid) in gone.msg
     assert not launcher.terminate(run_id), "a finished run is not terminated"
+
+
+def test_the_warm_process_preloads_libraries_only_never_the_project() -> None:
+    """What the forkserver imports, every run inherits; a project module among it would serve stale code
+    after an edit or a reload. Checked in a fresh Python: the preload list pulls in none of the project,
+    and it does bring the instance's storage (what runs paid 0.6 s for before their first step)."""
+    from retraining_pipelines.launcher import DEFAULT_PRELOAD
+
+    probe = ("import importlib, sys\n"
+             f"for name in {list(DEFAULT_PRELOAD)!r}: importlib.import_module(name)\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('retraining')}))\n"
+             "print('dagster._core.storage.event_log.sqlite.sqlite_event_log' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    project, storage = done.stdout.split("\n")[:2]
+    assert project == "[]", project
+    assert storage == "True"

@@ -14,7 +14,6 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
-import dagster as dg
 import pytest
 
 from retraining_pipelines import (
@@ -28,6 +27,8 @@ from retraining_pipelines import (
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JobStore
 from retraining_pipelines.settings import registry_dir
+
+from .conftest import project_instance
 
 #: (title in the document, code block exactly as the document prints it)
 EXAMPLES: list[tuple[str, str]] = [
@@ -211,7 +212,7 @@ print(f"Available samples: {len(training_data)}")
 def namespace(plant_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The document's names, bound as the README shows; one world for all examples, in order."""
     home = tmp_path_factory.mktemp("spec_home")
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         # the README binds `AutomatedRetrainingService()`; here its stores are pinned to this module's world,
         # because every test gets its own DAGSTER_HOME
         retraining = AutomatedRetrainingService(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -13,6 +12,8 @@ from retraining_pipelines.settings import RUNS_PER_MACHINE_ENV
 from retraining_pipelines.training import threads_per_run
 from retraining_pipelines.workers import worker_env
 from retraining_pipelines_tests.helpers import metadata_of, retrain
+
+from .conftest import project_instance
 
 CORES = os.cpu_count() or 1
 
@@ -37,7 +38,7 @@ def test_a_retrain_caps_its_threads_by_who_shares_the_machine(
 ) -> None:
     if runs_env:
         monkeypatch.setenv(RUNS_PER_MACHINE_ENV, runs_env)
-    with threadpool_limits(limits=None), dg.instance_for_test(
+    with threadpool_limits(limits=None), project_instance(
         overrides={"concurrency": {"runs": {"max_concurrent_runs": max_runs}}}
     ) as instance:
         result = retrain("irrigation_duration", plant_store, instance)  # a HistGradientBoosting model

@@ -1,0 +1,230 @@
+"""The embedded default's event log keeps its connections (instance_storage.py): real processes, real files.
+
+What pooling could break, each tried for real: another process's writes must be seen through
+connections opened before them; a process SIGKILLed mid-run must leave every database whole and
+writable; two runs racing in two processes must both be recorded in full; a forked child must not use
+its parent's connections; a web server reading many runs must not keep every file open; a wipe must
+not leave a connection writing into a deleted file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from retraining_pipelines import AutomatedRetrainingService
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.instance_storage import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
+from retraining_pipelines.jobstore import JobStore
+
+from .conftest import EMBEDDED_STORAGE
+
+ROOT = Path(__file__).resolve().parent.parent
+RETRAIN_STEPS = ("training_samples", "engineered_features", "trained_model", "validation_metrics")
+
+
+@pytest.fixture
+def instance_home(isolated_dagster_home: Path) -> Path:
+    """DAGSTER_HOME with the committed storage section only (no daemon queue: the Python API runs here)."""
+    (isolated_dagster_home / "dagster.yaml").write_text(
+        yaml.safe_dump({"storage": EMBEDDED_STORAGE, "telemetry": {"enabled": False}}))
+    return isolated_dagster_home
+
+
+@contextmanager
+def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        yield instance
+
+
+def _start_retrain(home: Path, db_url: str, model_type: str) -> subprocess.Popen:
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PLANT_DATABASE_URL": db_url}
+    return subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", model_type],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(worker: subprocess.Popen) -> None:
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err[-3000:]
+
+
+def _materializations(instance: dg.DagsterInstance, asset: str) -> list[dg.EventLogRecord]:
+    return list(instance.fetch_materializations(dg.AssetKey(asset), limit=100).records)
+
+
+def _databases_whole(home: Path) -> None:
+    databases = sorted((home / "history" / "runs").glob("*.db"))
+    assert databases, "no event log databases"
+    for path in databases:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",), path
+
+
+def _open_event_log_files(home: Path) -> list[str]:
+    """What this process holds open of `home`'s event log databases, from /proc (not from our bookkeeping)."""
+    fd_dir = Path("/proc/self/fd")
+    targets = []
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(home / "history" / "runs")) and ".db" in target:
+            targets.append(target)
+    return targets
+
+
+def test_another_processs_retrain_is_read_through_connections_opened_before_it(
+    instance_home: Path, plant_db_url: str
+) -> None:
+    with _instance(instance_home) as instance:
+        assert _materializations(instance, "trained_model") == []  # the index connection is now open and pooled
+        _finish(_start_retrain(instance_home, plant_db_url, "disease"))
+
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        [record] = _materializations(instance, "trained_model")
+        assert record.run_id == run.run_id and record.partition_key == "disease"
+        logged = {e.dagster_event.event_type for e in instance.all_logs(run.run_id) if e.dagster_event}
+        assert {dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.ASSET_CHECK_EVALUATION} <= logged
+
+
+def test_two_runs_racing_in_two_processes_are_both_recorded_in_full(
+    instance_home: Path, plant_db_url: str
+) -> None:
+    with _instance(instance_home) as instance:
+        workers = [_start_retrain(instance_home, plant_db_url, m) for m in ("disease", "growth_stage")]
+        while any(w.poll() is None for w in workers):  # this process reads the index while both write it
+            _materializations(instance, "trained_model")
+            time.sleep(0.05)
+        for worker in workers:
+            _finish(worker)
+
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["disease", "growth_stage"]
+        for run in runs:
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            steps = [e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]
+            assert sorted(steps) == sorted(RETRAIN_STEPS)
+        for asset in RETRAIN_STEPS:
+            assert sorted(r.partition_key for r in _materializations(instance, asset)) == ["disease", "growth_stage"]
+        _databases_whole(instance_home)
+
+
+def test_a_run_sigkilled_while_writing_events_leaves_every_database_whole_and_writable(
+    instance_home: Path, plant_db_url: str, plant_store: PlantDataStore
+) -> None:
+    with _instance(instance_home) as instance:
+        worker = _start_retrain(instance_home, plant_db_url, "disease")
+        deadline = time.monotonic() + 120
+        killed_run = None
+        while time.monotonic() < deadline and killed_run is None:
+            assert worker.poll() is None, worker.communicate()
+            for run in instance.get_runs():
+                if len(instance.all_logs(run.run_id)) >= 12:  # mid-run: its first step is writing checks
+                    killed_run = run
+            time.sleep(0.01)
+        assert killed_run is not None, "the run never got going"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        before = [e.message for e in instance.all_logs(killed_run.run_id)]
+        assert len(before) >= 12
+
+        service = AutomatedRetrainingService(instance=instance, plant_store=plant_store,
+                                             job_store=JobStore(instance_home / "jobs.sqlite"))
+        result = service.retrain_model("growth_stage", force=True)
+        assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
+        assert [r.partition_key for r in _materializations(instance, "validation_metrics")] == ["growth_stage"]
+        after = [e.message for e in instance.all_logs(killed_run.run_id)]
+        assert after[: len(before)] == before  # what the killed run wrote is still there, in order
+        # and the service's run health recorded its end in the same log (SIGKILL left it STARTED)
+        assert instance.get_run_by_id(killed_run.run_id).status == dg.DagsterRunStatus.FAILURE
+        _databases_whole(instance_home)
+
+
+def test_a_forked_child_connects_anew_and_both_keep_writing(instance_home: Path) -> None:
+    with _instance(instance_home) as instance:
+        probe = dg.AssetKey("fork_probe")
+        instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "parent"}))
+        parent_files = _open_event_log_files(instance_home)
+        assert parent_files, "the parent keeps its connections"
+
+        pid = os.fork()
+        if pid == 0:  # the child: nothing of the parent's may be used, and writing must work
+            code = 1
+            try:
+                storage = instance.event_log_storage
+                inherited = list(storage._engines)  # the pool the fork left behind
+                instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "child"}))
+                code = 0 if not inherited else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 120
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if ended[0] == 0:  # still running: a lock the fork left held; never hang the suite on it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        status = ended[1]
+        assert os.waitstatus_to_exitcode(status) == 0, "the child reused its parent's connections or could not write"
+
+        instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "parent again"}))
+        records = instance.fetch_materializations(probe, limit=10).records
+        by = [r.asset_materialization.metadata["by"].value for r in records]
+        assert sorted(by) == ["child", "parent", "parent again"]
+        _databases_whole(instance_home)
+
+
+@dg.asset
+def tiny() -> int:
+    return 1
+
+
+def test_reading_many_runs_keeps_only_a_few_files_open_and_a_wipe_leaves_none_deleted(
+    instance_home: Path,
+) -> None:
+    with _instance(instance_home) as instance:
+        runs = [dg.materialize([tiny], instance=instance).run_id for _ in range(RUN_SHARDS_KEPT + 4)]
+        for run_id in runs:  # as the web UI does when a user scrolls through the runs
+            assert instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+        open_databases = {f for f in _open_event_log_files(instance_home) if f.endswith(".db")}
+        assert len(open_databases) <= RUN_SHARDS_KEPT + 1, open_databases  # + the index
+        assert any(f.endswith("/index.db") for f in open_databases)
+
+        instance.wipe()
+        still_open = _open_event_log_files(instance_home)
+        assert not any(f.endswith("(deleted)") for f in still_open), still_open
+        assert dg.materialize([tiny], instance=instance).success
+        assert len(instance.get_runs()) == 1
+        _databases_whole(instance_home)
+
+
+def test_a_home_written_by_dagsters_own_storage_is_read_and_extended_as_it_is(instance_home: Path) -> None:
+    """Switching `dagster.yaml` to the pooled storage (as an existing dagster_home/ does on upgrade)."""
+    config = instance_home / "dagster.yaml"
+    ours = config.read_text()
+    config.write_text(yaml.safe_dump({"storage": {"sqlite": {"base_dir": str(instance_home)}},
+                                      "telemetry": {"enabled": False}}))
+    with dg.DagsterInstance.from_config(str(instance_home)) as dagsters:
+        assert not isinstance(dagsters.event_log_storage, PooledSqliteEventLogStorage)
+        before = dg.materialize([tiny], instance=dagsters).run_id
+    config.write_text(ours)
+    with _instance(instance_home) as instance:
+        assert instance.get_run_by_id(before).status == dg.DagsterRunStatus.SUCCESS
+        assert [r.run_id for r in _materializations(instance, "tiny")] == [before]
+        after = dg.materialize([tiny], instance=instance).run_id
+        assert [r.run_id for r in _materializations(instance, "tiny")] == [after, before]
+        _databases_whole(instance_home)
