@@ -172,7 +172,7 @@ class DriftDetector:
             validation.drift_threshold(threshold, "threshold")
         n = len(recent_predictions)
         hits = round(prediction_accuracy(spec, recent_predictions, recent_actuals) * n) if n else 0
-        return self._verdict(spec, [(None, hits, n)], threshold)
+        return self._verdict(spec, self._active(model_type), [(None, hits, n)], threshold)
 
     def check_logged(
         self, model_type: str, window: str = DRIFT_WINDOW, threshold: float | None = None,
@@ -184,7 +184,8 @@ class DriftDetector:
         if threshold is not None:
             validation.drift_threshold(threshold, "threshold")
         span = Window.last(window, end)
-        version = self.registry.get_active_version(model_type)
+        record = self._active(model_type)
+        version = record.version if record is not None else None
         search = Window.last(CHANGE_SEARCH, end) if validation.time_range(CHANGE_SEARCH) > window_s else span
         history = self.store.logged_hits_by_age(model_type, version, search) if version else {}
         longest = (span.end_ts - span.start_ts) // DAY
@@ -195,9 +196,8 @@ class DriftDetector:
             count = sum(n for age, (_, n) in by_age.items() if age < days)
             if not evidence or count > evidence[-1][2]:
                 evidence.append((days, hits, count))
-        metrics = self._verdict(spec, evidence or [(longest, 0, 0)], threshold)
+        metrics = self._verdict(spec, record, evidence or [(longest, 0, 0)], threshold)
         features = self.check_features(model_type, end) if with_features else None
-        record = self.registry.get_version(model_type, version) if version else None
         change, before_log = locate_change(history, record, span.end_ts, metrics.threshold)
         return replace(metrics, change_days_ago=change, change_before_log=before_log, feature_shift=features)
 
@@ -219,11 +219,16 @@ class DriftDetector:
             return None
         return input_shift(daily_feature_means(engineer_features(samples), end_ts), "feature")
 
-    def _verdict(self, spec: ModelSpec, evidence: list[tuple[int | None, int, int]],
+    def _active(self, model_type: str) -> ModelVersion | None:
+        """The active version's record (its baseline accuracy and training span), read once per check."""
+        version = self.registry.get_active_version(model_type)
+        return self.registry.get_version(model_type, version) if version else None
+
+    def _verdict(self, spec: ModelSpec, record: ModelVersion | None, evidence: list[tuple[int | None, int, int]],
                  threshold: float | None) -> DriftMetrics:
-        """The verdict on growing windows of (days, right predictions, labelled predictions)."""
+        """The verdict on growing windows of (days, right predictions, labelled predictions) for `record`."""
         threshold = self.threshold if threshold is None else threshold
-        version = self.registry.get_active_version(spec.model_type)
+        version = record.version if record is not None else None
         days, hits, count = evidence[-1]
         current = hits / count if count else None
         common = {"model_type": spec.model_type, "model_version": version, "sample_count": count,
@@ -233,7 +238,7 @@ class DriftDetector:
             return DriftMetrics(status="no_active_model", accuracy_drift=None, requires_retraining=False,
                                 baseline_accuracy=None, reason=f"{spec.model_type} has no active version yet",
                                 **common)
-        baseline = self.registry.get_version(spec.model_type, version).metrics.get("accuracy")
+        baseline = record.metrics.get("accuracy")
         if count < self.min_labelled:
             return DriftMetrics(
                 status="insufficient_data", accuracy_drift=None, requires_retraining=False, baseline_accuracy=baseline,

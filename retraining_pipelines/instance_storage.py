@@ -39,7 +39,12 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
@@ -93,34 +98,31 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._engines.pop(name).dispose()
         return engine
 
-    def _close_connections(self) -> None:
-        """Closes every cached connection (they reopen on next use); the caller holds `_db_lock`."""
-        engines, self._engines = list(self._engines.values()), OrderedDict()
-        for engine in engines:
-            engine.dispose()
+    def _drop_engines(self, close: bool = True) -> None:
+        """Forgets every cached engine (they reopen on next use); the caller holds `_db_lock`.
 
-    def _forget_connections(self) -> None:
-        """In a forked child: drop the parent's connections unclosed (closing them is the parent's job)."""
+        `close=False` in a forked child: the connections are the parent's to close, not the child's.
+        """
         engines, self._engines = list(self._engines.values()), OrderedDict()
         for engine in engines:
-            engine.dispose(close=False)
-        # A lock some parent thread held at the fork stays held in the child: start with a free one.
-        self._db_lock = threading.Lock()
+            engine.dispose(close=close)
 
     def wipe(self) -> None:
         with self._db_lock:
-            self._close_connections()
+            self._drop_engines()
         super().wipe()
 
     def dispose(self) -> None:
         super().dispose()
         with self._db_lock:
-            self._close_connections()
+            self._drop_engines()
 
 
 def _after_fork_in_child() -> None:
     for storage in list(_LIVE):
-        storage._forget_connections()
+        storage._drop_engines(close=False)
+        # a lock some parent thread held at the fork stays held in the child: start with a free one
+        storage._db_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -130,14 +132,14 @@ class RetrainingSqliteStorage(DagsterSqliteStorage):
     """Dagster's `storage: sqlite:` (same directories under `base_dir`) with the pooled event log."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        # Dagster's own layout under `base_dir` (its functions), so the files are the ones `storage: sqlite:` uses
         self.base_dir = base_dir
-        self._run_storage = SqliteRunStorage.from_local(os.path.join(base_dir, "history", ""))
-        self._event_log_storage = PooledSqliteEventLogStorage(os.path.join(base_dir, "history", "runs", ""))
-        self._schedule_storage = SqliteScheduleStorage.from_local(os.path.join(base_dir, "schedules"))
+        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> RetrainingSqliteStorage:
-        os.makedirs(config_value["base_dir"], exist_ok=True)
-        return cls(config_value["base_dir"], inst_data=inst_data)
+        return cls.from_local(inst_data=inst_data, **config_value)

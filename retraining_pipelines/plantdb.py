@@ -170,6 +170,10 @@ def _in_range_means(valid: dict[str, sa.ColumnElement]) -> list[sa.Label]:
     return [sa.func.avg(sa.case((valid[n], r[n]))).label(n) for n in SENSORS]
 
 
+#: How long a plant-database statement waits for another process's lock (the app writes while we read).
+BUSY_SECONDS = 30
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
     """One engine per URL per process, with the schema in place before anyone queries it.
@@ -183,8 +187,8 @@ def _engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record) -> None:
-            dbapi_conn.execute("PRAGMA busy_timeout=30000")
-            sqlstore.switch_to_wal(dbapi_conn, timeout=30)
+            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+            sqlstore.switch_to_wal(dbapi_conn, timeout=BUSY_SECONDS)
 
     sqlstore.create_schema(engine, None, _create_tables)
     prediction_days.install(engine)

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +28,8 @@ from retraining_pipelines.instance_storage import RUN_SHARDS_KEPT, PooledSqliteE
 from retraining_pipelines.jobstore import JobStore
 
 from .conftest import EMBEDDED_STORAGE
+from .retrain_worker import start
 
-ROOT = Path(__file__).resolve().parent.parent
 RETRAIN_STEPS = ("training_samples", "engineered_features", "trained_model", "validation_metrics")
 
 
@@ -47,12 +46,6 @@ def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         yield instance
-
-
-def _start_retrain(home: Path, db_url: str, model_type: str) -> subprocess.Popen:
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PLANT_DATABASE_URL": db_url}
-    return subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", model_type],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _finish(worker: subprocess.Popen) -> None:
@@ -91,7 +84,7 @@ def test_another_processs_retrain_is_read_through_connections_opened_before_it(
 ) -> None:
     with _instance(instance_home) as instance:
         assert _materializations(instance, "trained_model") == []  # the index connection is now open and pooled
-        _finish(_start_retrain(instance_home, plant_db_url, "disease"))
+        _finish(start(instance_home, plant_db_url, "disease"))
 
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
@@ -105,7 +98,7 @@ def test_two_runs_racing_in_two_processes_are_both_recorded_in_full(
     instance_home: Path, plant_db_url: str
 ) -> None:
     with _instance(instance_home) as instance:
-        workers = [_start_retrain(instance_home, plant_db_url, m) for m in ("disease", "growth_stage")]
+        workers = [start(instance_home, plant_db_url, m) for m in ("disease", "growth_stage")]
         while any(w.poll() is None for w in workers):  # this process reads the index while both write it
             _materializations(instance, "trained_model")
             time.sleep(0.05)
@@ -127,7 +120,7 @@ def test_a_run_sigkilled_while_writing_events_leaves_every_database_whole_and_wr
     instance_home: Path, plant_db_url: str, plant_store: PlantDataStore
 ) -> None:
     with _instance(instance_home) as instance:
-        worker = _start_retrain(instance_home, plant_db_url, "disease")
+        worker = start(instance_home, plant_db_url, "disease")
         deadline = time.monotonic() + 120
         killed_run = None
         while time.monotonic() < deadline and killed_run is None:

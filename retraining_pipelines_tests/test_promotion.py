@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +19,7 @@ from retraining_pipelines.registry import ModelMetadata, ModelRegistry, ModelSta
 from retraining_pipelines.training import predict, time_split, train_model
 from retraining_pipelines.versioning import parse_version
 
+from . import retrain_worker
 from .helpers import metadata_of, retrain
 
 MODEL = "disease"
@@ -139,11 +137,9 @@ def test_parallel_retrains_each_gate_their_own_candidate(
     isolated_dagster_home: Path, plant_db_url: str
 ) -> None:
     """The issue's race: 8 parallel `retrain_model` calls (here 4 processes, 2 cores) of one model type."""
-    env = {**os.environ, "DAGSTER_HOME": str(isolated_dagster_home), "PLANT_DATABASE_URL": plant_db_url}
     dg.DagsterInstance.from_config(str(isolated_dagster_home)).dispose()  # the instance's schema, made once
-    workers = [subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", MODEL,
-                                 f"last_{85 + i}d"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for i in range(4)]
+    workers = [retrain_worker.start(isolated_dagster_home, plant_db_url, MODEL, f"last_{85 + i}d", text=True)
+               for i in range(4)]
     results = []
     for worker in workers:
         out, err = worker.communicate(timeout=600)

@@ -22,6 +22,7 @@ from retraining_pipelines.jobstore import JobStore, validate_job
 from retraining_pipelines.registry import ModelRegistry, ModelStatus
 from retraining_pipelines.runs import PID_TAG, process_alive, sweep
 
+from . import retrain_worker
 from .helpers import pipeline_resources, retrain
 
 MODEL = "disease"
@@ -29,9 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _start_worker(home: Path, db_url: str) -> subprocess.Popen:
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PLANT_DATABASE_URL": db_url}
-    return subprocess.Popen([sys.executable, "-m", "retraining_pipelines_tests.retrain_worker", MODEL], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return retrain_worker.start(home, db_url, MODEL)
 
 
 def _wait_for_started_run(instance: dg.DagsterInstance, worker: subprocess.Popen,
