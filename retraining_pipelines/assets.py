@@ -29,6 +29,7 @@ from retraining_pipelines.settings import runs_per_machine
 from retraining_pipelines.training import (
     PRE_CHANGE_WEIGHT,
     TrainedModel,
+    learn_holdout,
     metrics_of,
     predict,
     threads_per_run,
@@ -77,6 +78,12 @@ class TrainingConfig(dg.Config):
         f"{PRE_CHANGE_WEIGHT:g}. Set by drift retrains from the estimated change point; unset: all rows weigh 1.",
     )
 
+    learn_holdout: bool = Field(
+        default=False, description="Once the hold-out (the newest 20 % of the window) has judged the candidate, "
+        "fit it again on the whole window so the served model learns the newest rows too; its recorded metrics "
+        "stay the hold-out's. Set by drift retrains, whose newest rows are most of what the new world has shown.",
+    )
+
     def changed_at_ts(self) -> int | None:
         if self.changed_at is None:
             return None
@@ -84,14 +91,19 @@ class TrainingConfig(dg.Config):
 
 
 def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None,
-                       changed_at: datetime | None = None) -> dict[str, Any]:
+                       changed_at: datetime | None = None, learn_holdout: bool = False) -> dict[str, Any]:
     """Run config of a retrain (`SamplesConfig`, and `TrainingConfig` after a drift): one shape everywhere."""
     config: dict[str, Any] = {"time_range": time_range, "min_samples": min_samples}
     if as_of is not None:
         config["as_of"] = as_of.isoformat()
     ops: dict[str, Any] = {"training_samples": {"config": config}}
+    training: dict[str, Any] = {}
     if changed_at is not None:
-        ops["trained_model"] = {"config": {"changed_at": changed_at.isoformat()}}
+        training["changed_at"] = changed_at.isoformat()
+    if learn_holdout:
+        training["learn_holdout"] = True
+    if training:
+        ops["trained_model"] = {"config": training}
     return {"ops": ops}
 
 
@@ -272,6 +284,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
     spec = get_spec(model.model_type)
     model.holdout = predict(model.estimator, split.X_holdout, spec)  # once: the gate scores from these
     model.metrics = metrics_of(model.holdout, split.y_holdout, spec)
+    if config.learn_holdout:
+        learn_holdout(model, engineered_features, config.changed_at_ts())
     model.trigger = trigger_from_tags(context.run.tags)
     model.run_id = context.run.run_id
     return dg.Output(
@@ -283,6 +297,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
             "training_duration": dg.MetadataValue.float(model.training_duration),
             "hyperparameters": dg.MetadataValue.json(model.hyperparameters),
             "trigger": model.trigger,
+            "learned_holdout": config.learn_holdout,
             **({"changed_at": config.changed_at} if config.changed_at else {}),
         },
     )

@@ -337,8 +337,11 @@ def locate_change(history: dict[int, tuple[int, int]], record: ModelVersion | No
 
 
 def _seen_until(record: ModelVersion) -> float | None:
-    """When the newest row the version learned from or was validated on happened: its hold-out
-    follows its last training row, at the rate its training rows came."""
+    """When the newest row the version learned from or was validated on happened: recorded since
+    versions record it; for older ones estimated (the hold-out follows the last training row, at the
+    rate the training rows came)."""
+    if record.seen_until_ts is not None:
+        return record.seen_until_ts
     if record.train_start_ts is None or record.train_end_ts is None:
         return None
     span = record.train_end_ts - record.train_start_ts

@@ -24,6 +24,10 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   clear change point it uses the job's window, halved per retry. A drop before the version's first
   logged day (`change_before_log`: dated from the newest row the version saw) is dated less surely:
   its retries halve the window too, and it gets no follow-up.
+* **Learn the newest rows too.** Every drift retrain asks the pipeline to learn its hold-out once
+  the hold-out has judged it (`learn_holdout`, `training.learn_holdout`): after a change the newest
+  fifth of the window is much of what the new world has shown (BENCHMARKS.md: recovered pairs
+  15 -> 19 of 31).
 * **Finish the recovery.** A drift retrain made days after the change still learns mostly from
   rows before it: served, it is not yet as good as the new world allows; made a day or two after
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
@@ -266,7 +270,7 @@ def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, a
     return dg.RunRequest(
         run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
         tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
               **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
     )
@@ -318,7 +322,7 @@ def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt:
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),

@@ -132,6 +132,7 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 trigger=obj.trigger,
                 train_start_ts=obj.train_start_ts,
                 train_end_ts=obj.train_end_ts,
+                seen_until_ts=obj.seen_until_ts,
             ),
         )
         obj.version = record.version
@@ -176,6 +177,7 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             version=record.version,
             train_start_ts=record.train_start_ts,
             train_end_ts=record.train_end_ts,
+            seen_until_ts=record.seen_until_ts,
         )
 
     @staticmethod

@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
 import time
@@ -49,7 +50,9 @@ import numpy as np
 import pandas as pd
 import sklearn
 import sqlalchemy as sa
+from joblib.numpy_pickle import NumpyUnpickler
 from sklearn.exceptions import InconsistentVersionWarning
+from sklearn.tree._tree import Tree
 
 from retraining_pipelines import sqlstore, validation
 from retraining_pipelines.catalog import get_spec
@@ -104,6 +107,7 @@ class ModelMetadata:
     schema_fingerprint: str | None = None  # default: the catalog's current one
     train_start_ts: int | None = None  # first training row (epoch s): what the model has seen
     train_end_ts: int | None = None  # last training row; rows after it are fair to judge it on
+    seen_until_ts: int | None = None  # newest row it learned from or was validated on (its hold-out's end)
     #: The version the caller expects (the spec passes it). The registry allocates numbers itself;
     #: when another registration took this one first, registering refuses instead of renumbering.
     version: str | None = None
@@ -124,13 +128,15 @@ class ModelMetadata:
             raise InvalidFieldError("performance_metrics", metrics, "a dict of metric name -> finite number")
         if not isinstance(self.hyperparameters, dict):
             raise InvalidFieldError("hyperparameters", self.hyperparameters, "a dict of parameter -> value")
-        for name in ("train_start_ts", "train_end_ts"):
+        for name in ("train_start_ts", "train_end_ts", "seen_until_ts"):
             if getattr(self, name) is not None:
                 validation.whole(name, getattr(self, name), 0, validation.MAX_ID)
         if self.version is not None:
             parse_version(self.version)
         if None not in (self.train_start_ts, self.train_end_ts) and self.train_start_ts > self.train_end_ts:
             raise InvalidFieldError("train_end_ts", self.train_end_ts, f">= train_start_ts ({self.train_start_ts})")
+        if None not in (self.train_end_ts, self.seen_until_ts) and self.train_end_ts > self.seen_until_ts:
+            raise InvalidFieldError("seen_until_ts", self.seen_until_ts, f">= train_end_ts ({self.train_end_ts})")
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,7 @@ class ModelVersion:
     trigger: str
     train_start_ts: int | None = None
     train_end_ts: int | None = None
+    seen_until_ts: int | None = None  # None: registered before it was recorded (`drift` estimates it)
     reference_sha256: str | None = None  # None: registered without a reference (or before checksums)
     metadata_sha256: str | None = None
 
@@ -189,7 +196,7 @@ _COLUMNS = """
     training_duration DOUBLE PRECISION NOT NULL, hyperparameters TEXT NOT NULL, schema_fingerprint TEXT NOT NULL,
     data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
     numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
-    train_start_ts BIGINT, train_end_ts BIGINT, reference_sha256 TEXT, metadata_sha256 TEXT,
+    train_start_ts BIGINT, train_end_ts BIGINT, reference_sha256 TEXT, metadata_sha256 TEXT, seen_until_ts BIGINT,
     PRIMARY KEY (model_type, version)
 """
 _AUDIT_COLUMNS = """at TEXT NOT NULL, model_type TEXT NOT NULL,
@@ -224,7 +231,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();;
 }
 #: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
 _ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER", "reference_sha256": "TEXT",
-                  "metadata_sha256": "TEXT"}
+                  "metadata_sha256": "TEXT", "seen_until_ts": "INTEGER"}
 _NEWEST_FIRST = "major DESC, minor DESC, patch DESC"
 _ORDER = f"ORDER BY {_NEWEST_FIRST}"
 
@@ -308,6 +315,32 @@ def _dump_synced(path: Path, model: Any) -> tuple[str, int]:
         fh.flush()
         os.fsync(fh.fileno())
     return writer.sha256.hexdigest(), writer.size
+
+
+class _TreeFreeingUnpickler(NumpyUnpickler):
+    """joblib's unpickler, letting go of each decision tree's arrays once the tree has copied them.
+
+    scikit-learn's `Tree.__setstate__` copies its node and value arrays into memory of its own, but
+    the unpickler's memo keeps the state dict - and with it the arrays - until the whole load ends,
+    so a forest took twice its size to load: the gate's peak at 100k rows (BENCHMARKS.md). Emptying
+    the dict once the tree is built frees each tree's arrays as the load goes. A tree's state is a
+    dict its own `__getstate__` made, so nothing else in the pickle refers to it.
+    """
+
+    dispatch = NumpyUnpickler.dispatch.copy()
+
+    def load_build(self) -> None:
+        state, built = self.stack[-1], self.stack[-2]
+        super().load_build()
+        if type(built) is Tree and type(state) is dict:
+            state.clear()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _load_artifact(fh: BinaryIO) -> Any:
+    """Unpickle a registry artifact (always an uncompressed `joblib.dump`, see `_dump_synced`)."""
+    return _TreeFreeingUnpickler(getattr(fh, "name", ""), fh, ensure_native_byte_order=True).load()
 
 
 def _file_digest(fh: Any) -> tuple[str, int]:
@@ -467,6 +500,7 @@ class ModelRegistry:
                 "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
                 "run_id": meta.run_id, "trigger": meta.trigger,
                 "train_start_ts": meta.train_start_ts, "train_end_ts": meta.train_end_ts,
+                "seen_until_ts": meta.seen_until_ts,
                 "reference_sha256": hashlib.sha256(files[REFERENCE]).hexdigest() if REFERENCE in files else None,
             }
             described = json.dumps(row, indent=2).encode()
@@ -493,7 +527,7 @@ class ModelRegistry:
             data_fingerprint=row["data_fingerprint"], python_version=row["python_version"],
             sklearn_version=row["sklearn_version"], numpy_version=row["numpy_version"],
             run_id=row["run_id"], trigger=row["trigger"],
-            train_start_ts=row["train_start_ts"], train_end_ts=row["train_end_ts"],
+            train_start_ts=row["train_start_ts"], train_end_ts=row["train_end_ts"], seen_until_ts=row["seen_until_ts"],
             reference_sha256=row["reference_sha256"], metadata_sha256=row["metadata_sha256"],
         )
 
@@ -575,7 +609,7 @@ class ModelRegistry:
         with self._verified_file(record) as fh, warnings.catch_warnings():
             warnings.simplefilter("error", InconsistentVersionWarning)
             try:
-                return joblib.load(fh), record
+                return _load_artifact(fh), record
             except InconsistentVersionWarning as err:
                 raise ModelIntegrityError(f"{model_type} v{version}: {err}") from err
 

@@ -72,6 +72,8 @@ class TrainedModel:
     holdout: Predictions | None = None
     train_start_ts: int | None = None  # the period its training rows cover (epoch s)
     train_end_ts: int | None = None
+    #: The newest row it learned from or was validated on: everything after it is new to the version.
+    seen_until_ts: int | None = None
 
 
 def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION) -> TimeSplit:
@@ -125,7 +127,29 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None, changed_at
         data_fingerprint=data_fingerprint(split.X_train, split.y_train),
         train_start_ts=int(split.ts_train.min()) if len(split.ts_train) else None,
         train_end_ts=int(split.ts_train.max()) if len(split.ts_train) else None,
+        seen_until_ts=int(features.ts.max()) if len(features.ts) else None,
     )
+
+
+def learn_holdout(model: TrainedModel, features: FeatureSet, changed_at_ts: int | None = None) -> None:
+    """Fit the candidate again on its whole window, hold-out included, once the hold-out has judged it.
+
+    After a drift the hold-out is the newest fifth of the window: for a retrain made days after the
+    change, a large share of all the rows from the new world, and a served model that never learned
+    them is that much further from it. The recorded metrics and the gate's hold-out predictions stay
+    those of the fit without them (the same estimator on fewer rows of the same world: a cautious
+    estimate). `train_end_ts` moves to the window's end, so a later gate judges this version only on
+    rows after everything it learned. A second fit costs time, which drift retrains' short windows
+    make small; scheduled retrains on long windows gain little from their newest fifth and skip it.
+    """
+    if model.estimator is None or not len(features):
+        return
+    started = time.perf_counter()
+    model.estimator.fit(features.X, features.y, sample_weight=change_weights(features.ts, changed_at_ts))
+    model.training_duration += time.perf_counter() - started
+    model.training_samples = len(features.y)
+    model.data_fingerprint = data_fingerprint(features.X, features.y)
+    model.train_start_ts, model.train_end_ts = int(features.ts.min()), int(features.ts.max())
 
 
 def data_fingerprint(X: pd.DataFrame, y: pd.Series) -> str:

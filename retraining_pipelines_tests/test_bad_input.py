@@ -106,6 +106,8 @@ API_CASES: list[tuple[str, Callable[[AutomatedRetrainingService], Any], str]] = 
      "training_duration"),
     ("registry text metric", lambda s: s.registry.register_model(
         MODEL, _tiny_model(), _metadata(performance_metrics={"accuracy": "high"})), "performance_metrics"),
+    ("registry seen before trained", lambda s: s.registry.register_model(
+        MODEL, _tiny_model(), _metadata(train_start_ts=100, train_end_ts=200, seen_until_ts=150)), "seen_until_ts"),
     ("registry reason None", lambda s: s.registry.promote(MODEL, "1.0.0", reason=None), "reason"),
     ("registry version newline", lambda s: s.registry.get_version(MODEL, "1.0.0\n"), "version"),
     ("status set reason None", lambda s: s.registry.set_model_status(MODEL, "1.0.0", "archived", reason=None),

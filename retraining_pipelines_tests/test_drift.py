@@ -197,6 +197,14 @@ def test_a_log_drifted_from_its_first_day_dates_the_drop_from_the_newest_row_the
     assert locate(clear) == (4, False), "a drop inside the log, as validated before it"
     assert locate({age: (10, 12) for age in range(10)}) == (None, False), "as good as validated"
 
+    # a version that records the newest row it saw (every version since it was recorded; a drift
+    # retrain's refit learned its hold-out, so it saw up to its window's end) is dated from that row
+    learned = registry.register_model("disease", small_model(), metadata(
+        accuracy=0.80, train_start_ts=seen - 40 * DAY, train_end_ts=seen, seen_until_ts=seen)).version
+    record = registry.get_version("disease", learned)
+    assert record.seen_until_ts == seen
+    assert locate({age: (6, 12) for age in range(10)}) == (20, True), "the recorded row, not the estimate (10 days)"
+
 
 SHIFT_END = datetime(2026, 11, 26, tzinfo=UTC)
 SHIFT_START = SHIFT_END - timedelta(days=10)

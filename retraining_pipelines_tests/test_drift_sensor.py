@@ -309,6 +309,7 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         (request,) = day2.run_requests
         changed_at = datetime.fromisoformat(request.run_config["ops"]["trained_model"]["config"]["changed_at"])
         assert abs(changed_at - start) <= timedelta(days=1), "the retrain weighs the world before the shift down"
+        assert request.run_config["ops"]["trained_model"]["config"]["learn_holdout"] is True
         assert float(request.tags["retraining/input_shift_score"]) > 5
         assert "retraining/accuracy_drift" not in request.tags, "no accuracy figure is known yet"
         assert "already retrained for this shift" in ticks[requested[0]].skipped[MODEL]
@@ -318,5 +319,6 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         (follow_up,) = evaluate(cursor=cursor, now=due + timedelta(hours=1)).run_requests
         assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
         assert follow_up.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
+        assert follow_up.run_config["ops"]["trained_model"]["config"]["learn_holdout"] is True
         metadata = day2.observations()[0].metadata
         assert metadata["input_shift_score"].value > 5 and "temperature" in metadata["input_shift"].value

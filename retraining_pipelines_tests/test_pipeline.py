@@ -14,7 +14,8 @@ from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.definitions import defs
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig
-from retraining_pipelines.training import time_split, train_model, validate_model
+from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.training import data_fingerprint, time_split, train_model, validate_model
 
 from .conftest import TEST_CONFIG, fresh_store
 from .helpers import ASSET_NAMES, failure_messages, materialized, metadata_of, pipeline_resources, retrain
@@ -160,3 +161,35 @@ def test_a_drift_retrain_weighs_the_world_before_the_change_down(tmp_path: Path,
     bad = dg.materialize(RETRAIN_ASSETS, partition_key=model, instance=instance, run_config=config,
                          resources=pipeline_resources(store), raise_on_error=False)
     assert not bad.success and "changed_at" in "\n".join(failure_messages(bad))
+
+
+def test_a_drift_retrain_learns_its_hold_out_once_the_hold_out_has_judged_it(tmp_path: Path,
+                                                                            instance: dg.DagsterInstance) -> None:
+    """After a change of habits the hold-out is the newest fifth of the window, much of what the new
+    world has shown: the served model learns it too, and the recorded figures stay the hold-out's."""
+    end = datetime(2026, 11, 26, tzinfo=UTC)
+    changed = end - timedelta(days=10)
+    store = fresh_store(tmp_path, GeneratorConfig(end=end, days=60, units=8, seed=2,
+                                                  drift=(DriftScenario("user_habits", changed),)))
+    model, spec = "irrigation_duration", get_spec("irrigation_duration")
+    features = engineer_features(store.training_samples(model, time_range="last_28d", end=end))
+    split = time_split(features)
+    registry_dir = str(tmp_path / "registry")
+    versions = {}
+    for learn in (False, True):
+        config = samples_run_config("last_28d", 100, end, changed_at=changed, learn_holdout=learn)
+        result = dg.materialize(RETRAIN_ASSETS, partition_key=model, instance=instance, run_config=config,
+                                resources=pipeline_resources(store, registry_dir))
+        assert metadata_of(result, "trained_model")["learned_holdout"] is learn
+        versions[learn] = metadata_of(result, "trained_model")["version"]
+    registry = ModelRegistry(registry_dir)
+    plain, learned = registry.get_version(model, versions[False]), registry.get_version(model, versions[True])
+    assert learned.metrics == plain.metrics, "the hold-out judged the same fit"
+    assert (plain.training_samples, learned.training_samples) == (len(split.y_train), len(features))
+    assert (plain.train_end_ts, learned.train_end_ts) == (int(split.ts_train.max()), int(features.ts.max()))
+    assert plain.seen_until_ts == learned.seen_until_ts == int(features.ts.max())
+    assert learned.data_fingerprint == data_fingerprint(features.X, features.y)
+    # the served artifact learned the hold-out's rows: on them it now does what a fitted model does
+    on_holdout = {k: validate_model(registry.load_model(model, v.version), split.X_holdout, split.y_holdout,
+                                    spec)["accuracy"] for k, v in (("plain", plain), ("learned", learned))}
+    assert on_holdout["learned"] > on_holdout["plain"] + 0.05, on_holdout

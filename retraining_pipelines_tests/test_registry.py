@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from joblib.numpy_pickle import NumpyUnpickler
+from sklearn.ensemble import RandomForestClassifier
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
-from retraining_pipelines.registry import INDEX, ModelRegistry, ModelStatus
+from retraining_pipelines.registry import INDEX, ModelRegistry, ModelStatus, _TreeFreeingUnpickler
 
 from .registry_workers import metadata, register_many, small_model
 
@@ -203,6 +205,26 @@ def test_a_tampered_version_can_never_become_active(registry: ModelRegistry) -> 
     with pytest.raises(ModelIntegrityError):
         registry.rollback("disease", to_version=v2)
     assert registry.get_active_version("disease") == v1
+
+
+def test_a_forest_loads_whole_without_holding_its_trees_arrays_twice(registry: ModelRegistry) -> None:
+    """Each tree copies its arrays when built; joblib's own unpickler keeps them all until the load
+    ends (a forest took twice its size to load), ours lets each go once its tree has them."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 3))
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, (X[:, 0] + X[:, 1] > 0).astype(int))
+    record = registry.register_model("disease", forest, metadata())
+    loaded = registry.load_model("disease", record.version)
+    assert np.array_equal(loaded.predict_proba(X), forest.predict_proba(X))
+
+    def tree_states_held(unpickler: type[NumpyUnpickler]) -> int:
+        with open(record.path, "rb") as fh:
+            reading = unpickler(str(record.path), fh, ensure_native_byte_order=True)
+            assert np.array_equal(reading.load().predict(X), forest.predict(X))
+        return sum(isinstance(obj, dict) and "nodes" in obj for obj in reading.memo.values())
+
+    assert tree_states_held(NumpyUnpickler) == 5, "joblib's unpickler keeps every tree's state"
+    assert tree_states_held(_TreeFreeingUnpickler) == 0
 
 
 def test_scikit_learn_version_mismatch_is_reported_not_ignored(registry: ModelRegistry) -> None:
