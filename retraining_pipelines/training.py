@@ -115,14 +115,13 @@ def train_model(features: FeatureSet, split: TimeSplit | None = None, changed_at
     spec = get_spec(features.model_type)
     split = split or time_split(features)
     estimator = spec.build_estimator()
-    started = time.perf_counter()
-    estimator.fit(split.X_train, split.y_train, sample_weight=change_weights(split.ts_train, changed_at_ts))
+    seconds = _weighted_fit(estimator, split.X_train, split.y_train, split.ts_train, changed_at_ts)
     return TrainedModel(
         model_type=spec.model_type,
         estimator=estimator,
         feature_names=list(features.feature_names),
         training_samples=len(split.y_train),
-        training_duration=time.perf_counter() - started,
+        training_duration=seconds,
         hyperparameters=dict(spec.hyperparameters),
         data_fingerprint=data_fingerprint(split.X_train, split.y_train),
         train_start_ts=int(split.ts_train.min()) if len(split.ts_train) else None,
@@ -144,12 +143,18 @@ def learn_holdout(model: TrainedModel, features: FeatureSet, changed_at_ts: int 
     """
     if model.estimator is None or not len(features):
         return
-    started = time.perf_counter()
-    model.estimator.fit(features.X, features.y, sample_weight=change_weights(features.ts, changed_at_ts))
-    model.training_duration += time.perf_counter() - started
+    model.training_duration += _weighted_fit(model.estimator, features.X, features.y, features.ts, changed_at_ts)
     model.training_samples = len(features.y)
     model.data_fingerprint = data_fingerprint(features.X, features.y)
-    model.train_start_ts, model.train_end_ts = int(features.ts.min()), int(features.ts.max())
+    model.train_end_ts = model.seen_until_ts  # it learned everything it was validated on
+
+
+def _weighted_fit(estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, ts: np.ndarray,
+                  changed_at_ts: int | None) -> float:
+    """Fit with the drift's weights (`change_weights`); returns the seconds it took."""
+    started = time.perf_counter()
+    estimator.fit(X, y, sample_weight=change_weights(ts, changed_at_ts))
+    return time.perf_counter() - started
 
 
 def data_fingerprint(X: pd.DataFrame, y: pd.Series) -> str:
