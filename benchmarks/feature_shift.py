@@ -8,7 +8,7 @@ for every model type. No model is needed: the report reads the inputs only. Repo
 drift started), the first day after the drift start they did, and the features most often past
 `SHIFT_LIMIT`. Run on demand (minutes, never in CI):
 
-    .venv/bin/python -m benchmarks.feature_shift --seeds 3 --write
+    .venv/bin/python -m benchmarks.feature_shift --seeds 3 [--models growth_stage ...] [--write]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from retraining_pipelines.registry import ModelRegistry
 from .drift_scenarios import DRIFT_DAYS, END, SCENARIOS, SIMULATED_DAYS, WORLD_DAYS, publish, scenario_parser, worlds
 
 
-def run_world(scenario: str, seed: int, units: int) -> dict[str, dict]:
+def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...] = MODEL_TYPES) -> dict[str, dict]:
     """Per model type: the days judged, shifted before / after the drift start, first day, features moved."""
     home = Path(tempfile.mkdtemp(prefix="feature-shift-"))
     drift_start = END - timedelta(days=DRIFT_DAYS)
@@ -39,7 +39,7 @@ def run_world(scenario: str, seed: int, units: int) -> dict[str, dict]:
                                                 drift=drift)).tables())
     detector = DriftDetector(ModelRegistry(home / "registry"), store)
     result = {}
-    for model in MODEL_TYPES:
+    for model in models:
         row = {"judged": 0, "before": 0, "after": 0, "first": None, "moved": collections.Counter(), "days_before": 0}
         for i in range(1, SIMULATED_DAYS + 1):
             day = END - timedelta(days=SIMULATED_DAYS - i)
@@ -69,7 +69,7 @@ def report(results: dict[tuple[str, int], dict[str, dict]], units: int, seeds: i
     quiet_days = quiet_flags = 0
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
-            rows = [r[model] for (s, _), r in results.items() if s == scenario]
+            rows = [r[model] for (s, _), r in results.items() if s == scenario and model in r]
             if not rows:
                 continue
             judged = sum(r["judged"] for r in rows)
@@ -91,9 +91,10 @@ def report(results: dict[tuple[str, int], dict[str, dict]], units: int, seeds: i
 
 def main() -> None:
     parser = scenario_parser(__doc__)
+    parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
     args = parser.parse_args()
     started = time.perf_counter()
-    results = {world: run_world(*world, args.units) for world in worlds(args.scenarios, args.seeds)}
+    results = {world: run_world(*world, args.units, tuple(args.models)) for world in worlds(args.scenarios, args.seeds)}
     publish(report(results, args.units, args.seeds, time.perf_counter() - started), args.write)
 
 

@@ -280,8 +280,8 @@ _SPECS = (
     ModelSpec(
         model_type="growth_stage",
         task="classification",
-        description="Classifies a plant's growth stage from its age, a crop-normalised thermal clock "
-        "and the crop's reference stage calendar.",
+        description="Classifies a plant's growth stage from its age, a crop-normalised thermal clock, "
+        "the crop's reference stage calendar and the plant's growth at its previous check.",
         label_table="growth_observations",
         target="growth_stage",
         classes=STAGES,
@@ -294,6 +294,7 @@ _SPECS = (
             "stage_position",
             "temperature_mean_72h",
             "crop_cycle_days",
+            "previous_growth_rate",
         ),
         estimator="RandomForestClassifier",
         hyperparameters=_TREES,

@@ -57,7 +57,7 @@ from scipy.stats import binom, chi2
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError
+from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RegistryError
 from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.plantdb import DAY, PlantDatabase, PlantQueries, Window, predictions
 from retraining_pipelines.registry import ModelRegistry, ModelVersion
@@ -403,6 +403,16 @@ def replay_predictions(store: PlantQueries, registry: ModelRegistry, model_type:
     return len(frame)
 
 
+def _inputs_of(record: ModelVersion, features: FeatureSet) -> pd.DataFrame:
+    """The columns `record` was trained on, in its order: a version trained before the catalog gained a
+    feature still predicts from its own inputs until a retrain replaces it."""
+    missing = [name for name in record.feature_names if name not in features.X.columns]
+    if missing:
+        raise RegistryError(f"{record.model_type} v{record.version} was trained on features this release no "
+                            f"longer computes ({', '.join(missing)}); retrain it")
+    return features.X[record.feature_names]
+
+
 def predict_window(store: PlantQueries, registry: ModelRegistry, model_type: str, version: str,
                    time_range: str = "last_14d", end: datetime | None = None) -> pd.DataFrame:
     """What `version` predicts for the labelled events of a window, with their outcomes (rows of the
@@ -424,7 +434,7 @@ def predict_window(store: PlantQueries, registry: ModelRegistry, model_type: str
     if not keep.any():
         return pd.DataFrame(columns=["model_type", "model_version", "ts", "unit_id", "inputs_ref", "prediction",
                                      "actual"])
-    predicted = registry.load_model(model_type, version).predict(features.X[keep])
+    predicted = registry.load_model(model_type, version).predict(_inputs_of(record, features)[keep])
     labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)[keep]
     return pd.DataFrame({
         "model_type": model_type, "model_version": version, "ts": features.ts[keep],

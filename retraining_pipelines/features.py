@@ -155,7 +155,12 @@ def _irrigation_duration(labels: pd.DataFrame, climate: pd.DataFrame, s: Trainin
 
 
 def _growth(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSamples) -> pd.DataFrame:
-    """Shared by the growth models: age, a crop-normalised thermal clock and the unit's history."""
+    """Shared by the growth models: age, a crop-normalised thermal clock, the plant's and the unit's history.
+
+    `previous_growth_rate` is what the plant grew at its previous check: each stage grows at its own
+    pace, so it tells a plant that is ahead of the calendar from one behind it, which age and thermal
+    clocks cannot (stage lengths differ plant to plant).
+    """
     f = _at(labels, climate)
     cycle = _crop(f, lambda p: p.cycle_days)
     thermal_days = _thermal_days(labels, climate, samples, f)
@@ -170,6 +175,7 @@ def _growth(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSample
         crop_cycle_days=cycle,
         temperature_deviation=f["temperature_mean_24h"] - _crop(f, lambda p: p.temperature_mid),
         unit_growth_history=_history_mean(f, ["unit_id", "growth_stage"], "growth_rate"),
+        previous_growth_rate=f.groupby("plant_id")["growth_rate"].shift(1),
     )
 
 

@@ -23,15 +23,16 @@ from retraining_pipelines.drift import (
     change_point,
     input_shift,
     locate_change,
+    predict_window,
     prediction_accuracy,
     replay_predictions,
 )
-from retraining_pipelines.errors import InvalidFieldError
+from retraining_pipelines.errors import InvalidFieldError, RegistryError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.plantdb import DAY, Window
-from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.registry import ModelMetadata, ModelRegistry
 from retraining_pipelines.training import validate_model
 
 from .helpers import retrain
@@ -160,6 +161,34 @@ def test_replayed_predictions_are_computed_exactly_as_training_computes_features
     accuracy, count = _logged(plant_store, model_type, Window.last("last_8d"))
     on_rows = validate_model(model, features.X[week], features.y[week], get_spec(model_type))["accuracy"]
     assert count == len(expected) and accuracy == pytest.approx(on_rows)
+
+
+def test_a_version_trained_before_the_catalog_gained_a_feature_predicts_from_its_own_inputs(
+    plant_store: PlantDataStore, tmp_path: Path
+) -> None:
+    """An upgrade adds `previous_growth_rate` to growth_stage; the version still active predicts (drift check,
+    replay) from the columns it was trained on until a retrain replaces it, and one needing a column this
+    release no longer computes is refused by name."""
+    features = engineer_features(plant_store.training_samples("growth_stage"))
+    older = [name for name in features.feature_names if name != "previous_growth_rate"]
+    assert len(older) == len(features.feature_names) - 1
+    model = get_spec("growth_stage").build_estimator().fit(features.X[older], features.y)
+    registry = ModelRegistry(tmp_path / "registry")
+
+    def register(names: list[str]) -> str:
+        meta = ModelMetadata(model_type="growth_stage", feature_names=names, training_samples=len(features),
+                             training_duration=1.0, performance_metrics={"accuracy": 0.9},
+                             train_start_ts=int(features.ts.min()), train_end_ts=int(features.ts.max()))
+        return registry.register_model("growth_stage", model, meta).version
+
+    version = register(older)
+    logged = predict_window(plant_store, registry, "growth_stage", version, "last_7d")
+    week = features.ts >= Window.last("last_7d").start_ts
+    assert logged["prediction"].tolist() == [str(p) for p in model.predict(features.X.loc[week, older])]
+    assert len(logged) > 10
+    gone = register([*older[:-1], "leaf_colour"])
+    with pytest.raises(RegistryError, match="leaf_colour"):
+        predict_window(plant_store, registry, "growth_stage", gone, "last_7d")
 
 
 def test_the_change_point_is_the_day_accuracy_dropped() -> None:

@@ -75,3 +75,15 @@ def test_history_features_use_only_earlier_rows(plant_store: PlantDataStore) -> 
     expected = labels.loc[rows[:-1], "duration_s"].mean()
     assert features.X.loc[last, "mean_previous_duration"] == pytest.approx(expected)
     assert np.isnan(features.X.loc[rows[0], "mean_previous_duration"])
+
+
+def test_a_plant_s_previous_growth_is_its_own_last_check_never_its_current_one(plant_store: PlantDataStore) -> None:
+    samples = plant_store.training_samples("growth_stage", min_samples=1)
+    features = engineer_features(samples)
+    labels = samples.labels.sort_values("ts", kind="stable").reset_index(drop=True)
+    plant = labels["plant_id"].mode().iloc[0]
+    rows = labels.index[labels["plant_id"] == plant]
+    assert len(rows) > 3
+    previous = features.X.loc[rows, "previous_growth_rate"]
+    assert np.isnan(previous.iloc[0]), "its first check has nothing before it"
+    assert previous.iloc[1:].tolist() == pytest.approx(labels.loc[rows[:-1], "growth_rate"].tolist())

@@ -125,8 +125,9 @@ def test_a_run_sigkilled_while_writing_events_leaves_every_database_whole_and_wr
         killed_run = None
         while time.monotonic() < deadline and killed_run is None:
             assert worker.poll() is None, worker.communicate()
-            for run in instance.get_runs():
-                if len(instance.all_logs(run.run_id)) >= 12:  # mid-run: its first step is writing checks
+            for run in instance.get_runs():  # mid-run: started (its planned events come before) and in a step
+                if run.status == dg.DagsterRunStatus.STARTED and instance.all_logs(
+                        run.run_id, of_type=dg.DagsterEventType.STEP_START):
                     killed_run = run
             time.sleep(0.01)
         assert killed_run is not None, "the run never got going"

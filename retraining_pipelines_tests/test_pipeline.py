@@ -31,9 +31,11 @@ def test_definitions_load_with_one_partition_per_catalog_model_type() -> None:
         assert graph.get(dg.AssetKey(name)).partitions_def == job.partitions_def
 
 
-#: The one model that does not yet add to its best input: generated plants' stage lengths are drawn per
-#: plant and nothing in its inputs tells a fast plant from a slow one, so the crop calendar's stage
-#: (`expected_stage_index`) is as good as anything learnt from age and climate (BENCHMARKS.md, model choice).
+#: The one model that does not add to its best input *in this test's world*: generated plants' stage lengths
+#: are drawn per plant, and at 6 units (~750 training rows from a few dozen plants) the crop calendar's stage
+#: (`expected_stage_index`, 0.97 on this hold-out) beats what a forest learns (0.94), even with the plant's
+#: previous growth telling fast plants from slow ones. Over the benchmark's 12 worlds it now wins by the
+#: median, and in all 6 at 40 units (BENCHMARKS.md, model choice).
 NOT_BEYOND_ONE_INPUT = {"growth_stage"}
 
 

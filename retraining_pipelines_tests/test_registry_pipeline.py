@@ -61,8 +61,11 @@ def test_two_retrains_give_1_0_0_then_1_1_0_with_checksummed_artifacts(
     assert out["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     result = metadata_of(second, "validation_metrics")
     assert (result["old_version"], result["new_version"], result["active_version"]) == ("1.0.0", "1.1.0", "1.1.0")
-    assert result["promoted"] is True and result["compared_on"] == "fair hold-out"
-    assert result["fair_holdout_rows"] == result["holdout_rows"], "v1.0.0 never saw any of v1.1.0's hold-out"
+    assert result["promoted"] is True and result["compared_on"].startswith("fair hold-out")
+    # v1.0.0 never saw any of v1.1.0's hold-out; the fair rows are those *after* its last training row, so a
+    # hold-out row checked in the same hour as that row (checks fall on whole hours) is left out: how many
+    # depends on where the window's edge, and so the time of day, puts the cut
+    assert result["fair_holdout_rows"] >= result["holdout_rows"] - 5, result
     assert result["improvement"] == pytest.approx(0.0, abs=1e-9), "same data, same model: no change"
     assert registry.get_active_version(MODEL) == "1.1.0"
     assert registry.get_version(MODEL, "1.0.0").status == ModelStatus.ARCHIVED

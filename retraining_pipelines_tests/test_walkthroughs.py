@@ -15,11 +15,14 @@ import pytest
 
 from benchmarks.drift_demo import hindsight_accuracy, noise
 from retraining_pipelines import validation
+from retraining_pipelines.assets import samples_run_config
+from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.cli import HELD_BACK
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.jobstore import DRIFT_TIME_RANGE
 from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.webserver import launch_run
 
 from .live import (
     api_url,
@@ -119,7 +122,10 @@ def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(
         assert [wait_for_run(url, run_id) for run_id in runs] == ["SUCCESS", "SUCCESS"]
         pids = [int(_pid_tag(url, run_id)) for run_id in runs]
         assert pids[0] != pids[1], "one process per run"
-        doomed = launch_retrain(url, model)
+        # the demo's whole 180 days, twice the default window: the run is still training when Terminate lands
+        # (the default window's run once reached SUCCESS first on a machine busy with benchmarks)
+        doomed = launch_run(url, "retrain_model_job", samples_run_config("last_180d", get_spec(model).min_samples),
+                            {"dagster/partition": model})
         wait_until(lambda: _status(url, doomed) == "STARTED", 120, "the run to start", every=0.1)
         pid = int(_pid_tag(url, doomed))
         parent = _stat(pid)[1]
