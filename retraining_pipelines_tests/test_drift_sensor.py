@@ -80,11 +80,12 @@ def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance, drift_start: da
     store.write_frames(before)
     resources = {**pipeline_resources(store, registry_dir=str(tmp / "registry")), "notifier": Notifier(
         log_path=str(tmp / "notifications.jsonl"))}
-    first = retrain(MODEL, store, instance, {"time_range": "last_100d"}, resources=resources)
+    # as of the world's end: a window ending at the current hour would train v1.0.0 on fewer rows as the day goes on
+    first = retrain(MODEL, store, instance, {"time_range": "last_100d", "as_of": NOW.isoformat()}, resources=resources)
     assert first.success
     store.write_frames(after)
     registry = resources["model_registry"].get()
-    replay_predictions(store, registry, MODEL, log_window)
+    replay_predictions(store, registry, MODEL, log_window, end=NOW)  # the log ends where the world does, at any hour
     jobs = JobStore(tmp / "jobs.sqlite")
     jobs.add(validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50, time_range="last_28d"))
     return World(store, resources, registry, jobs, instance,
