@@ -4,7 +4,8 @@ What pooling could break, each tried for real: another process's writes must be 
 connections opened before them; a process SIGKILLed mid-run must leave every database whole and
 writable; two runs racing in two processes must both be recorded in full; a forked child must not use
 its parent's connections; a web server reading many runs must not keep every file open; a wipe must
-not leave a connection writing into a deleted file.
+not leave a connection writing into a deleted file. A new run's database, copied from a template,
+must be the one Dagster creates, and processes creating it at once must all write into one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster.version import __version__ as dagster_version
 
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.datastore import PlantDataStore
@@ -222,3 +228,76 @@ def test_a_home_written_by_dagsters_own_storage_is_read_and_extended_as_it_is(in
         after = dg.materialize([tiny], instance=instance).run_id
         assert [r.run_id for r in _materializations(instance, "tiny")] == [after, before]
         _databases_whole(instance_home)
+
+
+def _schema(path: Path) -> tuple[list, list, str]:
+    with sqlite3.connect(path) as conn:
+        tables = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return tables, revision, journal
+
+
+def test_a_new_runs_database_is_the_one_dagster_creates(tmp_path: Path) -> None:
+    """Copied from the template, a run's database has Dagster's schema, revision stamp and WAL mode."""
+    dagsters = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    ours = PooledSqliteEventLogStorage(str(tmp_path / "ours"))
+    for storage in (dagsters, ours):
+        storage.store_event(_entry("run1", "first"))
+        storage.store_event(_entry("run2", "second"))
+    assert _schema(tmp_path / "ours" / "run1.db") == _schema(tmp_path / "dagster" / "run1.db")
+    mode = stat.S_IMODE((tmp_path / "dagster" / "run1.db").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "ours" / "run1.db").stat().st_mode) == mode  # readable by whom SQLite allows
+    [template] = [p for p in (tmp_path / "ours").iterdir() if p.name.startswith(".run-template-dagster-")]
+    assert "dagster-" + dagster_version in template.name  # an upgrade builds its own
+    assert sorted(ours.get_all_run_ids()) == ["run1", "run2"]  # never taken for a run
+    assert [e.user_message for e in ours.get_logs_for_run("run2")] == ["second"]
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name.startswith(".run-template-")) == [
+        template.name]  # no temporary file left
+    ours.wipe()
+    ours.store_event(_entry("run3", "after a wipe"))
+    assert ours.get_all_run_ids() == ["run3"]
+    assert _schema(tmp_path / "ours" / "run3.db") == _schema(tmp_path / "dagster" / "run1.db")
+    ours.dispose()
+    dagsters.dispose()
+
+
+def test_processes_creating_the_same_runs_database_at_once_all_write_into_one(tmp_path: Path) -> None:
+    """Six processes start writing the same new run at the same instant (its database and the template
+    do not exist yet); an existing run's database is never replaced by the template."""
+    base = tmp_path / "runs"
+    existing = SqliteEventLogStorage(str(base))  # Dagster's own storage created this run's database
+    existing.store_event(_entry("earlier", "written by Dagster's storage"))
+    existing.dispose()
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "from retraining_pipelines_tests.test_instance_storage import _entry\n"
+        "from retraining_pipelines.instance_storage import PooledSqliteEventLogStorage\n"
+        "storage = PooledSqliteEventLogStorage(sys.argv[1])\n"
+        "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        "for k in range(20):\n"
+        "    storage.store_event(_entry('race', f'{sys.argv[3]}-{k}'))\n"
+        "storage.store_event(_entry('earlier', f'{sys.argv[3]}-later'))\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(base), str(go), str(i)],
+                                stderr=subprocess.PIPE, text=True) for i in range(6)]
+    time.sleep(2)  # all six imported and waiting
+    go.touch()
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-3000:]
+    storage = PooledSqliteEventLogStorage(str(base))
+    written = sorted(e.user_message for e in storage.get_logs_for_run("race"))
+    assert written == sorted(f"{i}-{k}" for i in range(6) for k in range(20))
+    earlier = [e.user_message for e in storage.get_logs_for_run("earlier")]
+    assert earlier[0] == "written by Dagster's storage" and len(earlier) == 7
+    storage.dispose()
+    for path in base.glob("*.db"):
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",), path
+    assert not [p for p in base.iterdir() if p.suffix in (".copy", ".template")]
+
+
+def _entry(run_id: str, message: str) -> EventLogEntry:
+    return EventLogEntry(error_info=None, level="INFO", user_message=message, run_id=run_id,
+                         timestamp=time.time())
