@@ -149,10 +149,14 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
         verdict = DriftDetector(world.registry, world.store).check_logged(MODEL, end=NOW, with_features=False)
         assert verdict.change_before_log and 14 <= verdict.change_days_ago <= 15, verdict
         result = world.confirmed()
+        # the sensor counts the days from the clock, not from the world's end (midnight): at 22:30 the
+        # change is ~15 days back for it, and the window one day longer than at 00:30
+        clock = DriftDetector(world.registry, world.store).check_logged(MODEL, end=datetime.now(UTC),
+                                                                        with_features=False)
         assert len(result.run_requests) == 1, result.skip_reason
         request = result.run_requests[0]
         assert request.run_config["ops"]["training_samples"]["config"]["time_range"] == (
-            f"last_{math.ceil(verdict.change_days_ago / (1 - HOLDOUT_FRACTION))}d")
+            f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d")
         assert json.loads(result.cursor)[MODEL]["change_ts"] is None, "nothing to follow up"
         job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def("retrain_model_job")
         run = job.execute_in_process(partition_key=MODEL, run_config=request.run_config, tags=request.tags,
