@@ -138,11 +138,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             try:
                 self._initdb(engine)
                 engine.dispose()  # its only connection closes: SQLite checkpoints the WAL into the file
-                os.replace(building, path)
+                os.replace(building, path)  # whole or absent, whoever builds it at the same time
             except BaseException:
                 engine.dispose()
                 os.unlink(building)
-                raise  # whole or absent, whoever builds it at the same time
+                raise
         return path
 
     def _temp_file(self, suffix: str) -> str:

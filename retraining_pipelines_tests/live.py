@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from retraining_pipelines import webserver
+from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
 from retraining_pipelines.webserver import launch_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,9 +121,9 @@ RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... o
   tags { key value } } } } }"""
 
 
-def launch_retrain(url: str, model_type: str) -> str:
+def launch_retrain(url: str, model_type: str, run_config: dict | None = None) -> str:
     """What the UI's Materialize does for one partition: a retrain_model_job run of that model type."""
-    return launch_run(url, "retrain_model_job", {}, {"dagster/partition": model_type})
+    return launch_run(url, RETRAIN_JOB, run_config or {}, {PARTITION_TAG: model_type})
 
 
 def wait_for_run(url: str, run_id: str, timeout: float = 300) -> str:

@@ -22,7 +22,6 @@ from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.jobstore import DRIFT_TIME_RANGE
 from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import ModelRegistry
-from retraining_pipelines.webserver import launch_run
 
 from .live import (
     api_url,
@@ -124,8 +123,7 @@ def test_runs_are_forked_from_the_warm_process_and_the_ui_terminate_cancels_one(
         assert pids[0] != pids[1], "one process per run"
         # the demo's whole 180 days, twice the default window: the run is still training when Terminate lands
         # (the default window's run once reached SUCCESS first on a machine busy with benchmarks)
-        doomed = launch_run(url, "retrain_model_job", samples_run_config("last_180d", get_spec(model).min_samples),
-                            {"dagster/partition": model})
+        doomed = launch_retrain(url, model, samples_run_config("last_180d", get_spec(model).min_samples))
         wait_until(lambda: _status(url, doomed) == "STARTED", 120, "the run to start", every=0.1)
         pid = int(_pid_tag(url, doomed))
         parent = _stat(pid)[1]
