@@ -71,13 +71,13 @@ def worlds(units: list[int], seeds: int) -> list[tuple[str, GeneratorConfig]]:
     return out
 
 
-def measure(units: list[int], seeds: int) -> dict[str, dict[str, list[float]]]:
+def measure(units: list[int], seeds: int, models: tuple[str, ...] = MODEL_TYPES) -> dict[str, dict[str, list[float]]]:
     """model type -> column -> one value per world (accuracy, or seconds for `fit:*`)."""
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for label, config in worlds(units, seeds):
         store = PlantDataStore(database_url=f"sqlite:///{tempfile.mkdtemp()}/plant.sqlite")
         store.write_frames(generate(config).tables())
-        for model_type in MODEL_TYPES:
+        for model_type in models:
             spec = get_spec(model_type)
             # the data after a change are the harder test: train on the last 30 days as a drift retrain does
             window = "last_30d" if "user_habits" in label else "last_120d"
@@ -128,11 +128,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, nargs="+", default=[8, 40])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=MODEL_TYPES, default=list(MODEL_TYPES))
     parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
     args = parser.parse_args()
     started = time.perf_counter()
-    results = measure(args.units, args.seeds)
+    results = measure(args.units, args.seeds, tuple(args.models))
     argv = f"python -m benchmarks.model_choice --units {' '.join(map(str, args.units))} --seeds {args.seeds}"
+    if tuple(args.models) != MODEL_TYPES:
+        argv += f" --models {' '.join(args.models)}"
     report = table(results, time.perf_counter() - started, argv)
     print(report)
     if args.write:

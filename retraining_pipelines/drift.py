@@ -404,8 +404,8 @@ def replay_predictions(store: PlantQueries, registry: ModelRegistry, model_type:
 
 
 def _inputs_of(record: ModelVersion, features: FeatureSet) -> pd.DataFrame:
-    """The columns `record` was trained on, in its order: a version trained before the catalog gained a
-    feature still predicts from its own inputs until a retrain replaces it."""
+    """The columns `record` was trained on, in its order: a version trained before the catalog's inputs
+    changed (a feature gained, or replaced) still predicts from its own until a retrain replaces it."""
     missing = [name for name in record.feature_names if name not in features.X.columns]
     if missing:
         raise RegistryError(f"{record.model_type} v{record.version} was trained on features this release no "
@@ -429,7 +429,7 @@ def predict_window(store: PlantQueries, registry: ModelRegistry, model_type: str
     history_start = min(window.start_ts, record.train_start_ts or window.start_ts)
     history_days = max(1, -(-(window.end_ts - history_start) // DAY))
     samples = store.training_samples(model_type, min_samples=1, time_range=f"last_{history_days}d", end=end)
-    features = engineer_features(samples)
+    features = engineer_features(samples, columns=record.feature_names or None)
     keep = features.ts >= window.start_ts
     if not keep.any():
         return pd.DataFrame(columns=["model_type", "model_version", "ts", "unit_id", "inputs_ref", "prediction",

@@ -9,7 +9,7 @@ vectorised: a year of readings for 20 units takes seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,17 +39,23 @@ class FeatureSet:
         return len(self.y)
 
 
-def engineer_features(samples: TrainingSamples) -> FeatureSet:
-    """Build the catalog's feature set for `samples.model_type`."""
+def engineer_features(samples: TrainingSamples, columns: Sequence[str] | None = None) -> FeatureSet:
+    """Build the catalog's feature set for `samples.model_type`.
+
+    `columns` asks for other inputs the builder computes: a version trained before the catalog's
+    list changed predicts from its own until a retrain replaces it. Names the builder no longer
+    computes are left out, for the caller to refuse by name.
+    """
     spec = get_spec(samples.model_type)
     climate = hourly_features(samples.hourly)
     frame = _BUILDERS[spec.model_type](samples.labels.sort_values("ts", kind="stable"), climate, samples)
     frame = frame.reset_index(drop=True)
+    names = [c for c in columns if c in frame.columns] if columns is not None else list(spec.features)
     return FeatureSet(
         model_type=spec.model_type,
         feature_set=spec.feature_set,
-        feature_names=list(spec.features),
-        X=frame[list(spec.features)].astype(float),
+        feature_names=names,
+        X=frame[names].astype(float),
         y=frame[spec.target],
         ts=frame["ts"].to_numpy(dtype=np.int64),
     )
@@ -160,11 +166,18 @@ def _growth(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSample
     `previous_growth_rate` is what the plant grew at its previous check: each stage grows at its own
     pace, so it tells a plant that is ahead of the calendar from one behind it, which age and thermal
     clocks cannot (stage lengths differ plant to plant).
+
+    `temperature_distance` and `vpd_distance` are how far the last day was from the crop's optimum,
+    either side: growth falls off both ways, so a cold autumn week sits among the distances warm
+    spells already taught. Trees cannot extrapolate: on the raw temperature or the signed deviation,
+    every day colder than the training window was scored as its coldest day (BENCHMARKS.md,
+    "personalized_growth through the autumn").
     """
     f = _at(labels, climate)
     cycle = _crop(f, lambda p: p.cycle_days)
     thermal_days = _thermal_days(labels, climate, samples, f)
     expected_thermal, position = _calendar_stage(f, thermal_days)
+    temperature_deviation = f["temperature_mean_24h"] - _crop(f, lambda p: p.temperature_mid)
     return f.assign(
         stage_index=f["growth_stage"].map(STAGE_INDEX),
         expected_stage_index=_calendar_stage(f, f["days_since_planting"])[0],
@@ -173,7 +186,9 @@ def _growth(labels: pd.DataFrame, climate: pd.DataFrame, samples: TrainingSample
         expected_stage_thermal=expected_thermal,
         stage_position=position,
         crop_cycle_days=cycle,
-        temperature_deviation=f["temperature_mean_24h"] - _crop(f, lambda p: p.temperature_mid),
+        temperature_deviation=temperature_deviation,  # still read by versions trained before the distances
+        temperature_distance=temperature_deviation.abs(),
+        vpd_distance=(f["vpd_mean_24h"] - _crop(f, lambda p: p.vpd_mid)).abs(),
         unit_growth_history=_history_mean(f, ["unit_id", "growth_stage"], "growth_rate"),
         previous_growth_rate=f.groupby("plant_id")["growth_rate"].shift(1),
     )

@@ -191,6 +191,29 @@ def test_a_version_trained_before_the_catalog_gained_a_feature_predicts_from_its
         predict_window(plant_store, registry, "growth_stage", gone, "last_7d")
 
 
+def test_a_version_trained_on_inputs_the_catalog_replaced_still_predicts_from_them(
+    plant_store: PlantDataStore, tmp_path: Path
+) -> None:
+    """personalized_growth's raw 24-hour temperature and VPD gave way to their distances from the crop's
+    optimum; the version trained on them, still active after the upgrade, keeps predicting from them."""
+    spec = get_spec("personalized_growth")
+    samples = plant_store.training_samples(spec.model_type)
+    replaced = ["temperature_mean_24h", "vpd_mean_24h", "temperature_deviation", *spec.features[2:]]
+    assert not {"temperature_mean_24h", "vpd_mean_24h", "temperature_deviation"} & set(spec.features)
+    old = engineer_features(samples, columns=replaced)
+    assert old.feature_names == replaced
+    model = spec.build_estimator().fit(old.X, old.y)
+    registry = ModelRegistry(tmp_path / "registry")
+    meta = ModelMetadata(model_type=spec.model_type, feature_names=replaced, training_samples=len(old),
+                         training_duration=1.0, performance_metrics={"accuracy": 0.9},
+                         train_start_ts=int(old.ts.min()), train_end_ts=int(old.ts.max()))
+    version = registry.register_model(spec.model_type, model, meta).version
+    logged = predict_window(plant_store, registry, spec.model_type, version, "last_7d")
+    week = old.ts >= Window.last("last_7d").start_ts
+    assert len(logged) > 10
+    assert logged["prediction"].tolist() == [str(p) for p in model.predict(old.X[week])]
+
+
 def test_the_change_point_is_the_day_accuracy_dropped() -> None:
     rng = np.random.default_rng(3)
     # 30 days of 12 labels a day; accuracy 0.85 until 6 days ago, 0.45 since (age 0 = the last 24 h)
