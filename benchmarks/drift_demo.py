@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from benchmarks import LATE_AUTUMN
 from benchmarks.drift_scenarios import publish
 from retraining_pipelines import validation
 from retraining_pipelines.assets import samples_run_config
@@ -150,7 +151,7 @@ def report(worlds: list[DemoWorld], started: datetime, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--start", type=datetime.fromisoformat, default=datetime(2026, 11, 26, tzinfo=UTC))
+    parser.add_argument("--start", type=datetime.fromisoformat, default=LATE_AUTUMN)
     parser.add_argument("--worlds", type=int, default=48)
     parser.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()

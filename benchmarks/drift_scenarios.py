@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, fisher_exact
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.assets import samples_run_config
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.code_location import build_definitions, default_resources
@@ -63,7 +64,7 @@ from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
 from retraining_pipelines.training import validate_model
 
 Hits = tuple[int, int]
-END = datetime(2026, 11, 26, tzinfo=UTC)  # late autumn, as the tests pin it
+END = LATE_AUTUMN
 WORLD_DAYS = 120
 SIMULATED_DAYS = 28
 DRIFT_DAYS = 21  # the drift starts this long before the end

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from sklearn.compose import TransformedTargetRegressor
 from threadpoolctl import threadpool_limits
 
+from benchmarks import LATE_AUTUMN as END
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features
@@ -29,7 +30,6 @@ from retraining_pipelines.generator import GeneratorConfig, generate
 from retraining_pipelines.plantdb import DAY, TrainingSamples
 from retraining_pipelines.training import validate_model
 
-END = datetime(2026, 11, 26, tzinfo=UTC)  # late autumn, as drift_scenarios
 WEEKS = 4
 #: Input sets tried for personalized_growth besides the catalog's (see BENCHMARKS.md).
 ALTERNATIVES = {

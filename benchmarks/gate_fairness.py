@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features
@@ -47,7 +48,7 @@ def main() -> None:
         os.environ["DAGSTER_HOME"] = home
         store = PlantDataStore(database_url=f"sqlite:///{home}/plant.sqlite")
         config = GeneratorConfig(end=datetime.now(UTC), days=180, units=12, seed=seed,
-                                 season_of=datetime(2026, 11, 26, tzinfo=UTC))
+                                 season_of=LATE_AUTUMN)
         store.write_frames(generate(config).tables())
         for model in MODELS:
             meta, old = one(store, model, f"{home}/registry_{model}")

@@ -33,13 +33,13 @@ from sklearn.ensemble import (
 )
 from threadpoolctl import threadpool_limits
 
+from benchmarks import LATE_AUTUMN as END
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.training import naive_baseline, single_feature_rules, time_split, validate_model
 
-END = datetime(2026, 11, 26, tzinfo=UTC)
 REPORT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 _TREES = {"n_estimators": 150, "max_depth": 14, "min_samples_leaf": 2, "n_jobs": 1, "random_state": 0}
 _BOOST = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31, "random_state": 0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
 from retraining_pipelines.notifications import wait_for_deliveries
@@ -32,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 #: 00:30 (a lucky day in the drifted log, a champion that could not beat the naive rule). From
 #: midnight, every run of a day - and its CI - sees the same world.
 TEST_CONFIG = GeneratorConfig(end=datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0), days=90,
-                              units=6, seed=11, season_of=datetime(2026, 11, 26, 12, tzinfo=UTC))
+                              units=6, seed=11, season_of=LATE_AUTUMN + timedelta(hours=12))
 
 
 @pytest.fixture(autouse=True)

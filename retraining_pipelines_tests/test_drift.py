@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
@@ -231,7 +232,7 @@ def test_a_log_drifted_from_its_first_day_dates_the_drop_from_the_newest_row_the
 ) -> None:
     """The version (validated 0.80) learned from rows up to 20 days back; its log covers 10 days."""
     registry = ModelRegistry(tmp_path / "registry")
-    end = datetime(2026, 11, 26, tzinfo=UTC)
+    end = LATE_AUTUMN
     seen = int((end - timedelta(days=20)).timestamp())
     # 32 days of training rows, then the hold-out (the newest 20 % of the rows): 8 more days, to `seen`
     version = registry.register_model("disease", small_model(), metadata(
@@ -258,7 +259,7 @@ def test_a_log_drifted_from_its_first_day_dates_the_drop_from_the_newest_row_the
     assert locate({age: (6, 12) for age in range(10)}) == (20, True), "the recorded row, not the estimate (10 days)"
 
 
-SHIFT_END = datetime(2026, 11, 26, tzinfo=UTC)
+SHIFT_END = LATE_AUTUMN
 SHIFT_START = SHIFT_END - timedelta(days=10)
 
 

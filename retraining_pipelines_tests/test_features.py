@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.features import engineer_features, hourly_features
@@ -101,7 +102,7 @@ def test_personalized_growth_keeps_its_accuracy_into_an_autumn_colder_than_it_tr
     90 days before the last four weeks and is scored on the last two, the coldest: 0.87, against 0.84
     on the signed inputs (BENCHMARKS.md, "personalized_growth through the autumn")."""
     spec = get_spec("personalized_growth")
-    end = datetime(2026, 11, 26, tzinfo=UTC)
+    end = LATE_AUTUMN
     cut, scored_from = (int((end - timedelta(days=d)).timestamp()) for d in (28, 14))
     right = total = 0
     for seed in (1, 2, 3):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from benchmarks import LATE_AUTUMN
 from retraining_pipelines.assets import RETRAIN_ASSETS, samples_run_config
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.datastore import PlantDataStore
@@ -141,7 +142,7 @@ def test_a_run_without_a_valid_model_type_fails_first_naming_the_model_types(
 def test_a_drift_retrain_weighs_the_world_before_the_change_down(tmp_path: Path, instance: dg.DagsterInstance) -> None:
     """After a change of habits, three weeks of rows (what `min_samples` needs at 8 units) are mostly
     the old world: weighted down they no longer drown the new one."""
-    end = datetime(2026, 11, 26, tzinfo=UTC)
+    end = LATE_AUTUMN
     changed = end - timedelta(days=10)
     store = fresh_store(tmp_path, GeneratorConfig(end=end, days=60, units=8, seed=2,
                                                   drift=(DriftScenario("user_habits", changed),)))
@@ -169,7 +170,7 @@ def test_a_drift_retrain_learns_its_hold_out_once_the_hold_out_has_judged_it(tmp
                                                                             instance: dg.DagsterInstance) -> None:
     """After a change of habits the hold-out is the newest fifth of the window, much of what the new
     world has shown: the served model learns it too, and the recorded figures stay the hold-out's."""
-    end = datetime(2026, 11, 26, tzinfo=UTC)
+    end = LATE_AUTUMN
     changed = end - timedelta(days=10)
     store = fresh_store(tmp_path, GeneratorConfig(end=end, days=60, units=8, seed=2,
                                                   drift=(DriftScenario("user_habits", changed),)))
