@@ -27,6 +27,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="retraining-tests-home-")
 
 
+
+#: The files that spend longest waiting on real processes (daemons, Celery workers, a browser), longest
+#: first. `scripts/test` hands out whole files in collection order (`--no-loadscope-reorder`): started
+#: first, the other worker fills in around them; left to xdist's default (files with the most tests
+#: first), the walkthroughs ran alone for their last five minutes.
+LONGEST_FILES = ("test_walkthroughs.py", "test_scale_out.py", "test_graphql_docs.py", "test_ui.py",
+                 "test_drift_benchmark.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, the rest in their usual order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 #: Small but realistic: 6 grow units x 90 days of 5-minute readings (~150k rows), ending at today's
 #: UTC midnight (the pipeline's windows are relative to now) with the seasons of late autumn, whatever
 #: today's month. Ending "now" made every minute another world: tests that held at 22:00 failed at

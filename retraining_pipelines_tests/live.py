@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,10 +25,27 @@ LOCATION = "retraining_pipelines"
 REPOSITORY = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
 
 
-def free_port() -> int:
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port the OS hands out for `bind(0)` is one a
+# code server or outgoing connection of another test worker may take between our check and our server's bind.
+_PORTS = range(20000, 32000)
+_BIND_RACE = "address already in use"
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 1) -> int:
+    """A port (and the `span - 1` after it) free now, outside the range the OS assigns to others."""
+    while True:
+        port = random.randrange(_PORTS.start, _PORTS.stop - span)
+        if all(_bindable(port + i) for i in range(span)):
+            return port
 
 
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,18 +86,6 @@ def api_url(ui_url: str) -> str:
     return f"{host}:{int(port) + 1}"
 
 
-def _free_pair() -> int:
-    """A free port whose successor is free too (the UI and the REST API side by side)."""
-    while True:
-        port = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-
-
 @contextmanager
 def serving(home: Path, env: dict[str, str] | None = None,
             processes: list[subprocess.Popen] | None = None) -> Iterator[str]:
@@ -87,28 +93,41 @@ def serving(home: Path, env: dict[str, str] | None = None,
 
     The REST API listens at `api_url(url)`. `processes`, when given, receives the serve process.
     """
-    port = _free_pair()
-    url = f"http://127.0.0.1:{port}"
-    log = open(home / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(
-        [str(BIN / "retraining"), "serve", "--port", str(port), "--api-port", str(port + 1)], cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT, env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})},
-        start_new_session=True,
-    )
+    for attempt in range(3):
+        port = free_port(span=2)
+        url = f"http://127.0.0.1:{port}"
+        log = open(home / "serve.log", "w")  # noqa: SIM115 - closed below, after the process
+        process = subprocess.Popen(
+            [str(BIN / "retraining"), "serve", "--port", str(port), "--api-port", str(port + 1)], cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            wait_until_up(url, process, lambda: (home / "serve.log").read_text()[-2000:])
+            break
+        except RuntimeError as err:
+            _stop(process, log)
+            # another test process took a port between our check and serve's bind: pick others
+            if _BIND_RACE not in str(err) or attempt == 2:
+                raise
     if processes is not None:
         processes.append(process)
     try:
-        wait_until_up(url, process, lambda: (home / "serve.log").read_text()[-2000:])
         yield url
     finally:
-        for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 10)):  # SIGTERM: serve stops dagster dev itself
-            try:
-                os.killpg(process.pid, sig)
-                process.wait(timeout=wait)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        log.close()
+        _stop(process, log)
+
+
+def _stop(process: subprocess.Popen, log: Any) -> None:
+    """SIGTERM the serve process group (serve stops `dagster dev` itself), SIGKILL if it hangs."""
+    for sig, wait in ((signal.SIGTERM, 90), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait)
+            break
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+    log.close()
 
 
 RUN_STATUS = """query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status tags { key value } } } }"""

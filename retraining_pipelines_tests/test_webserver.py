@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -17,18 +16,12 @@ import pytest
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.webserver import LOCATION_NAME
 
-from .live import wait_until_up
+from .live import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR = f'{{repositoryLocationName: "{LOCATION_NAME}", repositoryName: "__repository__"}}'
 SCHEDULES = (f"{{ repositoryOrError(repositorySelector: {SELECTOR}) "
              "{ ... on Repository { schedules { name cronSchedule executionTimezone } sensors { name } } } }")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(url: str, query: str) -> dict:
@@ -40,7 +33,7 @@ def _graphql(url: str, query: str) -> dict:
 
 @pytest.fixture
 def webserver(isolated_dagster_home: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(ROOT / "workspace.yaml"),
@@ -76,5 +69,5 @@ def test_jobs_added_and_removed_at_run_time_show_up_in_the_live_ui(webserver: st
 
 def test_reload_without_a_webserver_is_a_no_op(isolated_dagster_home: Path) -> None:
     assert AutomatedRetrainingService().reload_code_location() is False
-    unreachable = AutomatedRetrainingService(webserver_url=f"http://127.0.0.1:{_free_port()}")
+    unreachable = AutomatedRetrainingService(webserver_url=f"http://127.0.0.1:{free_port()}")
     assert unreachable.reload_code_location() is False
