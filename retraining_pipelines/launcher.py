@@ -19,7 +19,10 @@ forks every run from it. What stays as before:
   includes the libraries the run shares with the warm process.
 * **Termination.** `terminate` marks the run CANCELING and sends SIGTERM to its process, which
   Dagster's execution turns into an interrupt: the run ends CANCELED and its candidate, never
-  gated, is abandoned by run health.
+  gated, is abandoned by run health. The signal is repeated every `TERMINATE_REPEAT_S` while the
+  run goes on: an interrupt raised while the process happens to run a finalizer (a garbage
+  collector's callback) is discarded by Python ("Exception ignored in ..."), and the run then
+  finished - and promoted its model - as if Terminate had never been pressed (seen in a test).
 
 The run executes through the same function Dagster's own `dagster api execute_run` and the Celery
 workers (`workers.py`) use, so events, failures and interrupts are reported the same way.
@@ -31,6 +34,8 @@ import multiprocessing
 import os
 import resource
 import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -49,6 +54,11 @@ from retraining_pipelines.runs import PID_TAG, local_run_process, worker_tags
 #: them in `DagsterInstance.from_ref` before its first step; `sqlite_storage` brings all of them.
 DEFAULT_PRELOAD = ("dagster", "dagster._core.storage.sqlite_storage", "numpy", "pandas", "scipy.stats",
                    "sklearn.ensemble", "sklearn.tree", "sklearn.metrics", "sqlalchemy", "joblib", "threadpoolctl")
+
+
+#: How often, and how many times, `terminate` repeats its SIGTERM while the run goes on.
+TERMINATE_REPEAT_S = 2.0
+TERMINATE_REPEATS = 30
 
 
 def _execute(instance_ref: Any, run_id: str) -> None:
@@ -123,7 +133,21 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         os.kill(pid, signal.SIGTERM)
+        threading.Thread(target=self._insist, args=(run_id, pid), daemon=True, name=f"terminate-{run_id[:8]}").start()
         return True
+
+    def _insist(self, run_id: str, pid: int) -> None:
+        """SIGTERM again until the run ends or its process is gone (see the module docstring): a
+        second interrupt lands outside the finalizer the first one was lost in."""
+        for _ in range(TERMINATE_REPEATS):
+            time.sleep(TERMINATE_REPEAT_S)
+            run = self._instance.get_run_by_id(run_id)
+            if run is None or run.is_finished or local_run_process(run) != pid:
+                return
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
 
     @property
     def supports_check_run_worker_health(self) -> bool:

@@ -181,6 +181,38 @@ def test_the_warm_launcher_tells_run_monitoring_whether_a_run_process_lives(
     assert not launcher.terminate(run_id), "a finished run is not terminated"
 
 
+def test_terminate_repeats_its_signal_until_the_run_process_stops(isolated_dagster_home: Path) -> None:
+    """Python discards an interrupt raised while a process runs a finalizer ("Exception ignored in"): a
+    run once finished SUCCESS, and promoted, after the UI's Terminate. A real process that loses the
+    first SIGTERM must still be stopped by the ones `terminate` repeats."""
+    from retraining_pipelines.launcher import TERMINATE_REPEAT_S, WarmRunLauncher
+    from retraining_pipelines.runs import worker_tags
+
+    loses_first = ("import signal, sys, time\n"
+                   "lost = []\n"
+                   "def on_term(*_):\n"
+                   "    if lost: sys.exit(0)\n"
+                   "    lost.append(1); print('lost', flush=True)\n"
+                   "signal.signal(signal.SIGTERM, on_term)\n"
+                   "print('ready', flush=True)\n"
+                   "while True: time.sleep(0.05)\n")
+    process = subprocess.Popen([sys.executable, "-c", loses_first], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        instance = dg.DagsterInstance.from_config(str(isolated_dagster_home))
+        launcher = WarmRunLauncher()
+        launcher.register_instance(instance)
+        run = instance.add_run(dg.DagsterRun(job_name="retrain_model_job", status=dg.DagsterRunStatus.STARTED,
+                                             tags=worker_tags(process.pid)))
+        assert launcher.terminate(run.run_id)
+        assert process.stdout.readline() == "lost\n"
+        assert process.wait(timeout=10 * TERMINATE_REPEAT_S) == 0  # stopped by a repeated SIGTERM
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELING
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_the_warm_process_preloads_libraries_only_never_the_project() -> None:
     """What the forkserver imports, every run inherits; a project module among it would serve stale code
     after an edit or a reload. Checked in a fresh Python: the preload list pulls in none of the project,
