@@ -89,6 +89,7 @@ class Pair:
     oracle: float | None = None  # best achievable accuracy over the last 7 days
     flags: list[int] = field(default_factory=list)  # day indices of drift-triggered retrains
     promoted: list[int] = field(default_factory=list)
+    rollbacks: list[int] = field(default_factory=list)  # day indices of live rollbacks (`served_worse`)
 
     @property
     def drift_day(self) -> int:
@@ -117,7 +118,7 @@ class Pair:
                 "degraded": degraded,
                 "seed": self.seed, "delay": delay, "recovered": recovered, "short": short, "since": since,
                 "target": target,
-                "flags": len(false_flags),
+                "flags": len(false_flags), "rollbacks": len(self.rollbacks),
                 "false_flags": 0 if degraded and self.scenario == "stable" else len(false_flags)}
 
 
@@ -183,9 +184,13 @@ def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...],
         first = {m: registry.get_active_version(m) for m in models}
         cursor = None
         for i in range(1, SIMULATED_DAYS + 1):
+            serving = {m: registry.get_active_version(m) for m in models}
             evaluation = evaluate_drift_jobs(jobs.list("on_drift"), instance, store, registry, notifier, cursor,
                                              now=_day(i))
             cursor = evaluation.cursor
+            for model in evaluation.rollbacks:  # the restored version serves from today
+                _serve(store, registry, model, _day(i), serving[model])
+                pairs[model].rollbacks.append(i)
             for request in evaluation.run_requests:
                 pairs[request.partition_key].flags.append(i)
                 execute(request.partition_key, request.run_config, dict(request.tags), i)
@@ -228,9 +233,12 @@ def _serve(store: PlantDataStore, registry: ModelRegistry, model: str, since: da
     days = max(1, int((END - since).total_seconds() // DAY) + 1)
     with contextlib.suppress(InsufficientSamplesError):  # no labelled events left in the window: nothing to log
         replay_predictions(store, registry, model, f"last_{days}d", end=END)
-    with store.engine.begin() as conn:  # keep only what happened from `since` on
-        conn.exec_driver_sql("DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts < ?",
-                             (model, registry.get_active_version(model), int(since.timestamp())))
+    # keep only what the replay logged from `since` on (a rolled-back version keeps what it served before)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DELETE FROM predictions WHERE model_type = ? AND model_version = ? AND ts >= ? AND ts < ?",
+            (model, registry.get_active_version(model), int((END - timedelta(days=days)).timestamp()),
+             int(since.timestamp())))
 
 
 def _daily_accuracy(logged: pd.DataFrame, model: str) -> dict[int, Hits]:
@@ -256,10 +264,11 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores in {seconds / 60:.1f} min "
              "by `python -m benchmarks.drift_scenarios`.", "",
              "| scenario | model | degraded ≥ 15 % | flagged | median delay (days) | accuracy before | frozen worst "
-             "week | served last 7 days | oracle last 7 days | recovered within 7 days | drift retrains (false) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "week | served last 7 days | oracle last 7 days | recovered within 7 days | drift retrains (false) | "
+             "live rollbacks |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     totals = {"noise": 0, "degraded": 0, "flagged": 0, "recovered": 0, "short": 0, "misses": [], "delays": [],
-              "stable_flags": 0, "stable_false": 0, "stable_days": 0}
+              "stable_flags": 0, "stable_false": 0, "stable_days": 0, "rollbacks": 0, "stable_rollbacks": 0}
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
             group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
@@ -277,17 +286,20 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             totals["misses"] += [f"{scenario} / {model} / seed {g['seed']}: served {g['since']} from 7 days after "
                                  f"the flag, level {g['target'] - RECOVERED_POINTS:.2f}" for g in flagged if g["short"]]
             totals["delays"] += delays
+            totals["rollbacks"] += sum(g["rollbacks"] for g in group)
             if scenario == "stable":
                 totals["stable_flags"] += sum(g["flags"] for g in group)
                 totals["stable_false"] += sum(g["false_flags"] for g in group)
                 totals["stable_days"] += SIMULATED_DAYS * len(group)
+                totals["stable_rollbacks"] += sum(g["rollbacks"] for g in group)
             mean = lambda key, g=group: (float(np.mean([x[key] for x in g if x[key] is not None]))  # noqa: E731
                                          if any(x[key] is not None for x in g) else None)
             lines.append(
                 f"| {scenario} | {model} | {len(degraded)}/{len(group)} | {len(flagged)}/{len(degraded)} | "
                 f"{statistics.median(delays) if delays else '-'} | {_fmt(mean('pre'))} | {_fmt(mean('worst'))} | "
                 f"{_fmt(mean('last'))} | {_fmt(mean('oracle'))} | {len(recovered)}/{len(flagged)} | "
-                f"{sum(g['flags'] for g in group)} ({sum(g['false_flags'] for g in group)}) |")
+                f"{sum(g['flags'] for g in group)} ({sum(g['false_flags'] for g in group)}) | "
+                f"{sum(g['rollbacks'] for g in group)} |")
     per90 = 90 * totals["stable_false"] / totals["stable_days"] if totals["stable_days"] else 0.0
     delays = totals["delays"]
     lines += ["", f"- degraded pairs flagged: {totals['flagged']} of {totals['degraded']}; median delay "
@@ -299,7 +311,9 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               *(f"  - {miss}" for miss in totals["misses"]),
               f"- stable world: {totals['stable_flags']} drift retrains in {totals['stable_days']} model-days, "
               f"{totals['stable_false']} without the frozen model degrading = {per90:.2f} false retrains per model "
-              "per 90 days", ""]
+              "per 90 days",
+              f"- live rollbacks (a version that served worse than the one it replaced): {totals['rollbacks']}, "
+              f"{totals['stable_rollbacks']} of them in stable worlds", ""]
     return "\n".join(lines)
 
 

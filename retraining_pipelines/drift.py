@@ -41,6 +41,12 @@ differ by season and by weather spells, and that test could not know it. Reporte
 per feature robust z), never a trigger on its own - the sensors' verdict is (`drift_signal`) - and
 computed on request (`check_logged(with_features=True)`, the service's `check_drift`): it engineers
 60 days of features, ~2 s per model at 40 units, too much for every sensor tick.
+
+**The version it replaced, on the same events** (`compare_served`). For two weeks after a version
+was trained, it and the version it replaced are replayed on the labelled events since, paired by
+event: the evidence for the spec's rollback rule after serving (the policy acts on it in
+`drift_policy`). Pairing cancels what both share, so an exact sign test on the events only one
+of them got right tells them apart from a few dozen events.
 """
 
 from __future__ import annotations
@@ -123,6 +129,24 @@ class DriftMetrics:
     change_before_log: bool = False
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServedComparison:
+    """The active version against the version it replaced, on the same labelled events since it was
+    trained: the spec's rollback rule ("new accuracy < old accuracy - 5 %") judged on what it served."""
+
+    model_type: str
+    active_version: str
+    previous_version: str
+    labelled: int  # labelled events in the evidence window
+    active_accuracy: float
+    previous_accuracy: float
+    p_value: float  # of "the previous version is no better" (discordant pairs, Bonferroni over windows)
+    window_days: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -442,3 +466,70 @@ def predict_window(store: PlantQueries, registry: ModelRegistry, model_type: str
         "inputs_ref": [f"{spec.label_table}:{i}" for i in labels["id"]],
         "prediction": [str(p) for p in predicted], "actual": [str(a) for a in features.y[keep]],
     })
+
+
+def paired_p_value(active_hits: np.ndarray, previous_hits: np.ndarray) -> float:
+    """p of "the previous version is no better" on the same events: an exact one-sided sign test on
+    the events exactly one of the two got right (McNemar's exact test). Pairing removes what both
+    share - a hard week is hard for both - so a few dozen events tell two versions apart."""
+    previous_only = int(np.sum(previous_hits & ~active_hits))
+    active_only = int(np.sum(active_hits & ~previous_hits))
+    if previous_only == 0:
+        return 1.0
+    return float(binom.sf(previous_only - 1, previous_only + active_only, 0.5))
+
+
+def compare_served(store: PlantQueries, registry: ModelRegistry, model_type: str, end: datetime | None = None,
+                   min_labelled: int = MIN_LABELLED) -> ServedComparison | None:
+    """The active version and the one it replaced on the labelled events since the active one was
+    trained, within `DRIFT_WINDOW`; None without a previous version or with too few events.
+
+    Both are replayed (`predict_window`: features as training computes them) and paired by event.
+    Like the drift verdict, the evidence is the window - of the last 1, 2, 4, 7, 14 days - that shows
+    the previous version ahead most surely, Bonferroni-corrected: a drift retrain that learned the
+    first days of a heat wave can be the better model while the wave lasts and the worse one after.
+    """
+    spec = get_spec(model_type)
+    active = registry.get_active_version(model_type)
+    previous = registry.get_previous_version(model_type, active) if active else None
+    if active is None or previous is None:
+        return None
+    end = end or datetime.now(UTC)
+    record = registry.get_version(model_type, active)
+    since = _seen_until(record)
+    longest = EVIDENCE_WINDOWS_DAYS[-1]
+    if since is None or end.timestamp() - since >= longest * DAY:  # served two weeks: no longer new
+        return None
+    days = max(1, math.ceil((end.timestamp() - since) / DAY))
+    try:
+        served = predict_window(store, registry, model_type, active, f"last_{days}d", end)
+        replaced = predict_window(store, registry, model_type, previous, f"last_{days}d", end)
+    except (InsufficientSamplesError, RegistryError):  # no events yet, or a version this release cannot run
+        return None
+    both = served.merge(replaced[["inputs_ref", "prediction"]], on="inputs_ref", suffixes=("", "_previous"))
+    both = both[both["ts"] >= since]
+    if len(both) < min_labelled:
+        return None
+    age = (int(end.timestamp()) - both["ts"].to_numpy()) // DAY
+    active_hits = _hits(spec, both["prediction"], both["actual"])
+    previous_hits = _hits(spec, both["prediction_previous"], both["actual"])
+    windows = [d for d in EVIDENCE_WINDOWS_DAYS if d < days] + [days]
+    tests = []
+    for window in windows:
+        inside = age < window
+        if inside.sum() >= min_labelled:
+            tests.append((paired_p_value(active_hits[inside], previous_hits[inside]), window, inside))
+    if not tests:
+        return None
+    p_value, window, inside = min(tests, key=lambda t: t[0])
+    return ServedComparison(
+        model_type=model_type, active_version=active, previous_version=previous, labelled=int(inside.sum()),
+        active_accuracy=float(active_hits[inside].mean()), previous_accuracy=float(previous_hits[inside].mean()),
+        p_value=min(1.0, p_value * len(tests)), window_days=window)
+
+
+def _hits(spec: ModelSpec, predicted: pd.Series, actual: pd.Series) -> np.ndarray:
+    """Per event: right class, or within the regression tolerance (`accuracy_of`, event by event)."""
+    if spec.task == "classification":
+        return predicted.astype(str).to_numpy() == actual.astype(str).to_numpy()
+    return np.abs(predicted.astype(float).to_numpy() - actual.astype(float).to_numpy()) <= spec.accuracy_tolerance

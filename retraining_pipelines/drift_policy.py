@@ -34,6 +34,16 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   new world has accumulated (`FOLLOW_UP_S` after the request), if the active version - the drift
   retrain or the drifted one - still learned from before the change, one follow-up retrain learns
   from the rows since it (older ones weighted down), and the gate decides again.
+* **Roll back what served worse.** The gate judges a candidate before it serves; the spec's rule
+  ("new accuracy more than 5 % below the old") is judged again on what it served. For two weeks
+  after a version was trained, each check replays it and the version it replaced on the same
+  labelled events (`drift.compare_served`); when the old one was right significantly more often
+  (paired sign test, p < `LIVE_ROLLBACK_ALPHA`) and the new one is more than
+  `ROLLBACK_TOLERANCE_PCT` worse, the old one is restored (a compare-and-swap: never over a
+  promotion that came in between), `rolled_back` is notified, and the drift episode starts over.
+  A drift retrain that learned the first days of a heat wave is the better model while the wave
+  lasts and can be the worse one after it. Replays cost seconds per model, so a tick spends at
+  most `LIVE_ROLLBACK_BUDGET_S` on them and compares each version once per UTC day.
 * **Never silence with a drifted model active.** A drift retrain that is rejected (or fails)
   leaves the drifted version active; the next tick sees the same version still drifting and
   retries - attempt n waits `cool-down x 2^(n-2)` after the previous request, with the window the
@@ -43,8 +53,10 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,15 +66,24 @@ import dagster as dg
 from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.drift import DRIFT_WINDOW, DriftDetector, DriftMetrics, InputShift
-from retraining_pipelines.errors import InsufficientSamplesError
+from retraining_pipelines.drift import (
+    DRIFT_WINDOW,
+    DriftDetector,
+    DriftMetrics,
+    InputShift,
+    ServedComparison,
+    compare_served,
+)
+from retraining_pipelines.errors import InsufficientSamplesError, RegistryError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
-from retraining_pipelines.notifications import Notifier
+from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.plantdb import DAY, Window
-from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT, relative_improvement
+from retraining_pipelines.registry import TRIGGER_TAG, ActiveVersionChanged, ModelRegistry
 from retraining_pipelines.runs import IN_FLIGHT, PARTITION_TAG, sweep
 from retraining_pipelines.training import HOLDOUT_FRACTION
 
+logger = logging.getLogger(__name__)
 DRIFT_COOLDOWN_ENV = "RETRAINING_DRIFT_COOLDOWN_HOURS"
 DEFAULT_COOLDOWN_H = 12.0
 #: The shortest window a retry learns from.
@@ -77,6 +98,14 @@ ATTEMPT_TAG = "retraining/drift_attempt"
 INPUTS_ANSWERED = "inputs_answered_at"
 #: A run that learned "as of" another moment (a replay of the past) counts from then for the cool-down.
 AS_OF_TAG = "retraining/as_of"
+#: How sure a live rollback must be that the replaced version served better (one check a day for two
+#: weeks: 1 % keeps a stable world's equal versions from trading places).
+LIVE_ROLLBACK_ALPHA = 0.01
+#: Replaying two versions costs 2.5-4 s per model at 40 units: a tick spends at most this long on it
+#: (sensor ticks time out after 60 s; the models left over are compared on the next tick), and each
+#: version is compared once per UTC day (cursor key `SERVED_CHECKED`).
+LIVE_ROLLBACK_BUDGET_S = 20.0
+SERVED_CHECKED = "served_checked"
 
 
 @dataclass
@@ -87,12 +116,16 @@ class DriftEvaluation:
     skipped: dict[str, str] = field(default_factory=dict)
     measurements: dict[str, DriftMetrics] = field(default_factory=dict)
     cursor: dict[str, Any] = field(default_factory=dict)
+    rollbacks: dict[str, ServedComparison] = field(default_factory=dict)
 
     def observations(self) -> list[dg.AssetObservation]:
-        """Drift measurements as observations on the model, so the UI shows them per partition."""
+        """Drift measurements and live rollbacks as observations on the model, so the UI shows them per
+        partition."""
         return [
-            dg.AssetObservation(asset_key="trained_model", partition=model_type, metadata=_drift_metadata(m))
-            for model_type, m in self.measurements.items()
+            *(dg.AssetObservation(asset_key="trained_model", partition=model_type, metadata=_drift_metadata(m))
+              for model_type, m in self.measurements.items()),
+            *(dg.AssetObservation(asset_key="trained_model", partition=model_type, metadata=_rollback_metadata(c))
+              for model_type, c in self.rollbacks.items()),
         ]
 
 
@@ -108,6 +141,21 @@ def _drift_metadata(m: DriftMetrics) -> dict[str, Any]:
         metadata["input_shift_score"] = dg.MetadataValue.float(round(m.input_shift.score, 2))
         metadata["input_shift"] = m.input_shift.reason
     return metadata
+
+
+def _rollback_metadata(c: ServedComparison) -> dict[str, Any]:
+    return {"live_rollback": f"v{c.active_version} -> v{c.previous_version}",
+            "served_accuracy": dg.MetadataValue.float(round(c.active_accuracy, 4)),
+            "replaced_accuracy": dg.MetadataValue.float(round(c.previous_accuracy, 4)),
+            "labelled_predictions": dg.MetadataValue.int(c.labelled),
+            "p_value": dg.MetadataValue.float(float(f"{c.p_value:.3g}"))}
+
+
+def served_worse(c: ServedComparison) -> bool:
+    """The spec's rollback rule on served events: more than 5 % worse than the version it replaced,
+    and significantly so."""
+    improvement = relative_improvement(c.previous_accuracy, c.active_accuracy)
+    return improvement is not None and improvement < -ROLLBACK_TOLERANCE_PCT and c.p_value < LIVE_ROLLBACK_ALPHA
 
 
 def drift_jobs_by_model(jobs: list[StoredJob]) -> dict[str, StoredJob]:
@@ -169,11 +217,20 @@ def evaluate_drift_jobs(
     detector = DriftDetector(registry, store)
     span = Window.last(window, now)
     watched = drift_jobs_by_model(jobs)
+    served_budget = time.monotonic() + LIVE_ROLLBACK_BUDGET_S
     inputs = detector.check_inputs(now) if any(_signal(j) != "accuracy" for j in watched.values()) else None
     for model_type, job in watched.items():
         busy = _busy_reason(instance, model_type, now)
         if busy:
             result.skipped[model_type] = busy
+            continue
+        rolled_back = None
+        if time.monotonic() < served_budget and _compare_due(result.cursor, model_type, registry, now):
+            rolled_back = _roll_back_if_worse(model_type, store, registry, notifier, now)
+        if rolled_back is not None:
+            result.rollbacks[model_type] = rolled_back
+            result.skipped[model_type] = _rollback_reason(rolled_back)
+            result.cursor.pop(model_type, None)  # the restored version starts a drift episode of its own
             continue
         # the verdict and the sensors only: the per-feature report engineers 60 days of features per model
         # (~2 s each at 40 units), which a person asks for (`check_drift`), not every tick
@@ -221,6 +278,43 @@ def evaluate_drift_jobs(
                                      **({INPUTS_ANSWERED: answered} if answered else {})}
         _notify(notifier, job, metrics, attempt, time_range)
     return result
+
+
+def _compare_due(cursor: dict[str, Any], model_type: str, registry: ModelRegistry, now: datetime) -> bool:
+    """Whether the active version is yet to be compared with the one it replaced today (and mark it)."""
+    key = f"{registry.get_active_version(model_type)}@{int(now.timestamp()) // DAY}"
+    checked = dict(cursor.get(SERVED_CHECKED, {}))
+    if checked.get(model_type) == key:
+        return False
+    cursor[SERVED_CHECKED] = {**checked, model_type: key}
+    return True
+
+
+def _roll_back_if_worse(model_type: str, store: PlantDataStore, registry: ModelRegistry, notifier: Notifier,
+                        now: datetime) -> ServedComparison | None:
+    """Restore the replaced version when the active one served worse (see the module docstring)."""
+    comparison = compare_served(store, registry, model_type, now)
+    if comparison is None or not served_worse(comparison):
+        return None
+    reason = _rollback_reason(comparison)
+    try:
+        registry.rollback(model_type, comparison.previous_version, reason=reason, trigger="drift",
+                          if_active_is=comparison.active_version)
+    except ActiveVersionChanged:
+        return None  # promoted in between: the next check judges the new version
+    except RegistryError as err:  # the replaced version cannot be restored (purged, fails its checksum)
+        logger.warning("%s; not restored: %s", reason, err)
+        return None
+    notifier.send(*rolled_back_event(model_type, comparison.active_version, comparison.previous_version, reason,
+                                     trigger="drift"))
+    return comparison
+
+
+def _rollback_reason(c: ServedComparison) -> str:
+    return (f"live rollback: {c.model_type} v{c.active_version} served {c.active_accuracy:.2%} against "
+            f"{c.previous_accuracy:.2%} for v{c.previous_version}, the version it replaced, on the same "
+            f"{c.labelled} labelled events (last {c.window_days} d, p={c.p_value:.2g}); v{c.previous_version} "
+            "restored")
 
 
 def _signal(job: StoredJob) -> str:

@@ -840,11 +840,14 @@ class ModelRegistry:
         reason: str = "manual rollback",
         trigger: str = "manual",
         run_id: str | None = None,
+        if_active_is: str | None = None,
     ) -> tuple[str, str]:
         """Restore the previous version (or `to_version`) as ACTIVE; returns (from, to).
 
         The target is checked to load and match its checksum before the swap, so a rollback can
-        never leave a broken model active.
+        never leave a broken model active. `if_active_is`: a compare-and-swap for automatic rollbacks -
+        judged against one active version, they must not undo a promotion that came in between
+        (`ActiveVersionChanged`).
         """
         reason = _event_reason(reason, trigger)
         if to_version is not None:
@@ -862,7 +865,8 @@ class ModelRegistry:
             raise RegistryError(f"{model_type} v{target} is purged and cannot be restored.")
         self._require_served(record, "restored by a rollback")
         self.verify(model_type, target)
-        self._activate(record, "rolled_back", reason, trigger, run_id)
+        expected = (if_active_is,) if if_active_is is not None else None
+        self._activate(record, "rolled_back", reason, trigger, run_id, if_active_is=expected)
         return current, target
 
     def _activate(self, record: ModelVersion, event: str, reason: str, trigger: str, run_id: str | None,
@@ -873,10 +877,11 @@ class ModelRegistry:
         self._verify_artifact(record)  # never serve a file that is not what was registered
         with self._transaction() as conn:
             old = self._active_in(conn, record.model_type)
-            if old == record.version:
-                return old
+            # the compare-and-swap first: a version made active by someone else is a change all the same
             if if_active_is is not None and old != if_active_is[0]:
                 raise ActiveVersionChanged(record.model_type, if_active_is[0], old)
+            if old == record.version:
+                return old
             current = _row(conn, "SELECT status FROM versions WHERE model_type = :mt AND version = :v",
                            mt=record.model_type, v=record.version)["status"]
             if current in (ModelStatus.PURGED, ModelStatus.ABANDONED):  # changed since it was read

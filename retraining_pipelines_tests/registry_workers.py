@@ -35,6 +35,26 @@ def register_many(root: str, count: int, seed: int) -> list[str]:
     return versions
 
 
+def roll_back_judged(root: str, attempts: int) -> int:
+    """Live rollbacks racing promotions: restore the previous version of the version just read, only
+    if it is still the active one (the drift policy's compare-and-swap). Returns how many went through."""
+    from retraining_pipelines.registry import ActiveVersionChanged, RegistryError
+
+    registry = ModelRegistry(root)
+    done = 0
+    for _ in range(attempts):
+        judged = registry.get_active_version("disease")
+        previous = registry.get_previous_version("disease", judged) if judged else None
+        if previous is None:
+            continue
+        try:
+            registry.rollback("disease", previous, reason=f"judged {judged}", trigger="drift", if_active_is=judged)
+            done += 1
+        except (ActiveVersionChanged, RegistryError):  # promoted in between, or the target went meanwhile
+            continue
+    return done
+
+
 def register_and_crash(root: str, crash_point: str) -> None:
     """Register a version but SIGKILL this process at `crash_point` (fault injection)."""
     import retraining_pipelines.registry as reg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import multiprocessing
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
 from retraining_pipelines.registry import INDEX, ModelRegistry, ModelStatus, _TreeFreeingUnpickler
 
-from .registry_workers import metadata, register_many, small_model
+from .registry_workers import metadata, register_many, roll_back_judged, small_model
 
 
 @pytest.fixture
@@ -312,6 +313,30 @@ def test_concurrent_processes_get_unique_versions_and_one_active(tmp_path: Path)
     assert _active_count(Path(root)) == 1
     promotions = [e for e in registry.audit_trail("disease") if e.event == "promoted"]
     assert len(promotions) == 12 and promotions[-1].to_version == registry.get_active_version("disease")
+
+
+def test_live_rollbacks_racing_promotions_in_other_processes_never_undo_an_unseen_promotion(tmp_path: Path) -> None:
+    """The drift policy rolls back the version it judged, never a newer one promoted in between: real
+    processes promote while others roll back with the compare-and-swap; the audit trail shows every
+    rollback left the very version it judged, and one version stayed active throughout."""
+    root = str(tmp_path / "registry")
+    registry = ModelRegistry(root)
+    for seed in (1, 2):
+        registry.promote("disease", registry.register_model("disease", small_model(seed), metadata()).version,
+                         reason="setup")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        promoting = [pool.submit(register_many, root, 8, seed) for seed in (10, 100)]
+        rolling = [pool.submit(roll_back_judged, root, 40) for _ in range(2)]
+        [f.result() for f in promoting]
+        rollbacks = sum(f.result() for f in rolling)
+    trail = [e for e in ModelRegistry(root).audit_trail("disease") if e.event in ("promoted", "rolled_back")]
+    done = [e for e in trail if e.event == "rolled_back"]
+    assert len(done) == rollbacks > 0
+    assert all(e.reason.endswith(f"judged {e.from_version}") for e in done), [(e.from_version, e.reason) for e in done]
+    for before, after in itertools.pairwise(trail):  # an unbroken chain: nothing changed unseen
+        assert after.from_version == before.to_version, (before, after)
+    assert _active_count(Path(root)) == 1
 
 
 def test_a_fresh_index_locked_by_another_process_is_waited_for_not_refused(tmp_path: Path) -> None:
