@@ -69,6 +69,20 @@ def _execute(instance_ref: Any, run_id: str) -> None:
         _report_peak_memory(instance, run_id)
 
 
+def _insist(instance: dg.DagsterInstance, run_id: str, pid: int) -> None:
+    """SIGTERM again until the run ends or its process is gone (see the module docstring): a second
+    interrupt lands outside the finalizer the first one was lost in."""
+    for _ in range(TERMINATE_REPEATS):
+        time.sleep(TERMINATE_REPEAT_S)
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or local_run_process(run) != pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+
 def _report_peak_memory(instance: dg.DagsterInstance, run_id: str) -> None:
     """The run process's peak resident memory, in the run's log (a process per run makes it the run's)."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -133,21 +147,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         os.kill(pid, signal.SIGTERM)
-        threading.Thread(target=self._insist, args=(run_id, pid), daemon=True, name=f"terminate-{run_id[:8]}").start()
+        # the launcher holds its instance weakly; the thread keeps it for the few seconds it needs it
+        threading.Thread(target=_insist, args=(self._instance, run_id, pid), daemon=True,
+                         name=f"terminate-{run_id[:8]}").start()
         return True
 
-    def _insist(self, run_id: str, pid: int) -> None:
-        """SIGTERM again until the run ends or its process is gone (see the module docstring): a
-        second interrupt lands outside the finalizer the first one was lost in."""
-        for _ in range(TERMINATE_REPEATS):
-            time.sleep(TERMINATE_REPEAT_S)
-            run = self._instance.get_run_by_id(run_id)
-            if run is None or run.is_finished or local_run_process(run) != pid:
-                return
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
 
     @property
     def supports_check_run_worker_health(self) -> bool:
