@@ -63,7 +63,12 @@ from scipy.stats import binom, chi2
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import ModelSpec, get_spec
-from retraining_pipelines.errors import InsufficientSamplesError, InvalidFieldError, RegistryError
+from retraining_pipelines.errors import (
+    InsufficientSamplesError,
+    InvalidFieldError,
+    ModelIntegrityError,
+    RegistryError,
+)
 from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.plantdb import DAY, PlantDatabase, PlantQueries, Window, predictions
 from retraining_pipelines.registry import ModelRegistry, ModelVersion
@@ -504,8 +509,8 @@ def compare_served(store: PlantQueries, registry: ModelRegistry, model_type: str
     try:
         served = predict_window(store, registry, model_type, active, f"last_{days}d", end)
         replaced = predict_window(store, registry, model_type, previous, f"last_{days}d", end)
-    except (InsufficientSamplesError, RegistryError):  # no events yet, or a version this release cannot run
-        return None
+    except (InsufficientSamplesError, RegistryError, ModelIntegrityError):
+        return None  # no events yet, a version this release cannot run, or a file that fails its checksum
     both = served.merge(replaced[["inputs_ref", "prediction"]], on="inputs_ref", suffixes=("", "_previous"))
     both = both[both["ts"] >= since]
     if len(both) < min_labelled:

@@ -74,7 +74,7 @@ from retraining_pipelines.drift import (
     ServedComparison,
     compare_served,
 )
-from retraining_pipelines.errors import InsufficientSamplesError, RegistryError
+from retraining_pipelines.errors import InsufficientSamplesError, ModelIntegrityError, RegistryError
 from retraining_pipelines.jobstore import JOB_ID_TAG, StoredJob
 from retraining_pipelines.notifications import Notifier, rolled_back_event
 from retraining_pipelines.plantdb import DAY, Window
@@ -302,7 +302,7 @@ def _roll_back_if_worse(model_type: str, store: PlantDataStore, registry: ModelR
                           if_active_is=comparison.active_version)
     except ActiveVersionChanged:
         return None  # promoted in between: the next check judges the new version
-    except RegistryError as err:  # the replaced version cannot be restored (purged, fails its checksum)
+    except (RegistryError, ModelIntegrityError) as err:  # cannot be restored (purged, fails its checksum)
         logger.warning("%s; not restored: %s", reason, err)
         return None
     notifier.send(*rolled_back_event(model_type, comparison.active_version, comparison.previous_version, reason,

@@ -133,6 +133,21 @@ def test_a_retrain_that_serves_as_well_is_kept(tmp_path: Path) -> None:
         assert all(entry.event != "rolled_back" for entry in world.registry.audit_trail(MODEL))
 
 
+def test_a_replaced_version_whose_file_fails_its_checksum_is_never_restored(tmp_path: Path) -> None:
+    """Checksums before every load: a corrupted v1.0.0 is neither replayed nor restored, and the tick
+    still judges drift as usual."""
+    with project_instance() as instance:
+        world = _world(tmp_path, instance, faulty=True)
+        path = world.registry.get_version(MODEL, "1.0.0").path
+        path.write_bytes(path.read_bytes() + b"tampered")
+        assert compare_served(world.store, world.registry, MODEL, NOW) is None
+        result = world.sensor(instance)
+        assert world.registry.get_active_version(MODEL) == "1.1.0"
+        assert all(entry.event != "rolled_back" for entry in world.registry.audit_trail(MODEL))
+        assert not [e for e in result.asset_events if "live_rollback" in e.metadata]
+        assert any("drift_status" in e.metadata for e in result.asset_events)  # the drift check still ran
+
+
 def test_an_automatic_rollback_never_undoes_a_promotion_that_came_in_between(tmp_path: Path) -> None:
     """The compare-and-swap: judged against v1.1.0, the rollback must not replace a newer champion."""
     with project_instance() as instance:
