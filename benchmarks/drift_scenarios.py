@@ -322,6 +322,8 @@ def scenario_parser(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds first-seed .. first-seed + seeds - 1 (one seed per process on a spare core)")
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--write", action="store_true", help=f"append the table to {REPORT.name}")
     return parser
@@ -335,15 +337,15 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     results = []
-    for scenario, seed in worlds(args.scenarios, args.seeds):
+    for scenario, seed in worlds(args.scenarios, args.seeds, args.first_seed):
         results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal)
     publish(report(results, args.units, args.seeds, time.perf_counter() - started), args.write)
 
 
-def worlds(scenarios: list[str], seeds: int) -> Iterator[tuple[str, int]]:
+def worlds(scenarios: list[str], seeds: int, first_seed: int = 1) -> Iterator[tuple[str, int]]:
     """Every (scenario, seed), saying how long each took (a run takes minutes per world)."""
     for scenario in scenarios:
-        for seed in range(1, seeds + 1):
+        for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
             yield scenario, seed
             print(f"{scenario} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)

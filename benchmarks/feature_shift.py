@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
     args = parser.parse_args()
     started = time.perf_counter()
-    results = {world: run_world(*world, args.units, tuple(args.models)) for world in worlds(args.scenarios, args.seeds)}
+    results = {world: run_world(*world, args.units, tuple(args.models))
+               for world in worlds(args.scenarios, args.seeds, args.first_seed)}
     publish(report(results, args.units, args.seeds, time.perf_counter() - started), args.write)
 
 
