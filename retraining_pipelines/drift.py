@@ -73,7 +73,7 @@ from retraining_pipelines.features import FeatureSet, engineer_features
 from retraining_pipelines.plantdb import DAY, PlantDatabase, PlantQueries, Window, predictions
 from retraining_pipelines.registry import ModelRegistry, ModelVersion
 from retraining_pipelines.settings import registry_dir
-from retraining_pipelines.training import HOLDOUT_FRACTION, accuracy_of
+from retraining_pipelines.training import HOLDOUT_FRACTION, accuracy_of, hits_of
 
 DEFAULT_THRESHOLD = 0.15
 MIN_LABELLED = 10  # labelled predictions before any accuracy verdict
@@ -534,7 +534,6 @@ def compare_served(store: PlantQueries, registry: ModelRegistry, model_type: str
 
 
 def _hits(spec: ModelSpec, predicted: pd.Series, actual: pd.Series) -> np.ndarray:
-    """Per event: right class, or within the regression tolerance (`accuracy_of`, event by event)."""
-    if spec.task == "classification":
-        return predicted.astype(str).to_numpy() == actual.astype(str).to_numpy()
-    return np.abs(predicted.astype(float).to_numpy() - actual.astype(float).to_numpy()) <= spec.accuracy_tolerance
+    """Per event, `training.hits_of` on the log's text columns (as `prediction_accuracy` reads them)."""
+    kind = str if spec.task == "classification" else float
+    return hits_of(spec, np.asarray(actual, dtype=kind), np.asarray(predicted, dtype=kind))

@@ -242,11 +242,16 @@ def best_single_feature(split: TimeSplit, spec: ModelSpec) -> tuple[str, float]:
     return best, scores[best]
 
 
-def accuracy_of(spec: ModelSpec, truth: np.ndarray, predicted: np.ndarray) -> float:
-    """The catalog's `accuracy`: right class, or within the regression tolerance."""
+def hits_of(spec: ModelSpec, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per prediction, whether the catalog counts it right: the class, or within the regression tolerance."""
     if spec.task == "classification":
-        return float(np.mean(np.asarray(truth) == np.asarray(predicted)))
-    return float(np.mean(np.abs(np.asarray(predicted, dtype=float) - truth.astype(float)) <= spec.accuracy_tolerance))
+        return np.asarray(truth) == np.asarray(predicted)
+    return np.abs(np.asarray(predicted, dtype=float) - np.asarray(truth).astype(float)) <= spec.accuracy_tolerance
+
+
+def accuracy_of(spec: ModelSpec, truth: np.ndarray, predicted: np.ndarray) -> float:
+    """The catalog's `accuracy`: the share of `hits_of`."""
+    return float(np.mean(hits_of(spec, truth, predicted)))
 
 
 def _classification_metrics(predictions: Predictions, truth: np.ndarray, spec: ModelSpec) -> dict[str, float]:
