@@ -25,6 +25,7 @@ from retraining_pipelines.drift_policy import (
     ATTEMPT_TAG,
     DRIFT_COOLDOWN_ENV,
     FOLLOW_UP_S,
+    FOLLOW_UPS,
     evaluate_drift_jobs,
 )
 from retraining_pipelines.generator import DriftScenario, generate
@@ -283,7 +284,8 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
                                                                    signal: str) -> None:
     """A heat wave with no logged outcomes yet: only jobs that watch the inputs retrain, once per shift,
     and the retrain weighs the rows from before the shift down (its run config says from when). A week
-    later, with the drifted version still active (that retrain was never served), one follow-up."""
+    later, with the drifted version still active (that retrain was never served), a follow-up; a week
+    after it the next one, up to `FOLLOW_UPS`."""
     # at midnight: the input shift reads whole UTC days, so a heat wave starting late in a day shows a
     # day later than one starting at its start - what "<= 3" assumes (kept should the world's end move)
     start = (NOW - timedelta(days=11)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -321,9 +323,24 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         requested_at = start + timedelta(days=requested[0])
         due = requested_at + timedelta(seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
-        (follow_up,) = evaluate(cursor=cursor, now=due + timedelta(hours=1)).run_requests
+        followed = evaluate(cursor=cursor, now=due + timedelta(hours=1))
+        (follow_up,) = followed.run_requests
         assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
         assert follow_up.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
         assert follow_up.run_config["ops"]["trained_model"]["config"]["learn_holdout"] is True
+        # a week later the next one learns two weeks of the new world; after FOLLOW_UPS, none
+        cursor, due = followed.cursor, due + timedelta(hours=1, seconds=FOLLOW_UP_S)
+        assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
+        windows = [follow_up.run_config["ops"]["training_samples"]["config"]["time_range"]]
+        for _ in range(FOLLOW_UPS - 1):
+            followed = evaluate(cursor=cursor, now=due)
+            (again,) = followed.run_requests
+            assert again.tags[ATTEMPT_TAG] == "follow-up"
+            assert again.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
+            windows.append(again.run_config["ops"]["training_samples"]["config"]["time_range"])
+            cursor, due = followed.cursor, due + timedelta(seconds=FOLLOW_UP_S)
+        assert evaluate(cursor=cursor, now=due).run_requests == [], "FOLLOW_UPS per drift episode"
+        days = [int(w.removeprefix("last_").removesuffix("d")) for w in windows]
+        assert days == sorted(set(days)), f"each follow-up learns more of the new world: {windows}"
         metadata = day2.observations()[0].metadata
         assert metadata["input_shift_score"].value > 5 and "temperature" in metadata["input_shift"].value
