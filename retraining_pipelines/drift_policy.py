@@ -35,8 +35,8 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   retrain or the drifted one - still learned from before the change, a follow-up retrain learns
   from the rows since it (older ones weighted down), and the gate decides again. A week later a
   second one learns the two weeks since (`FOLLOW_UPS`): a week of a new world is still little to
-  learn from at a grower's few labels a day (BENCHMARKS.md: served accuracy up on 7 of 42 rows,
-  none down, no more false retrains).
+  learn from at a grower's few labels a day (BENCHMARKS.md: served accuracy up on 7 of 42 rows at
+  8 units and 8 at 40, none down, no more false retrains).
 * **Roll back what served worse.** The gate judges a candidate before it serves; the spec's rule
   ("new accuracy more than 5 % below the old") is judged again on what it served. For two weeks
   after a version was trained, each check replays it and the version it replaced on the same
