@@ -26,6 +26,7 @@ from retraining_pipelines.drift_policy import (
     DRIFT_COOLDOWN_ENV,
     FOLLOW_UP_S,
     FOLLOW_UPS,
+    FOLLOWED_UP,
     evaluate_drift_jobs,
 )
 from retraining_pipelines.generator import DriftScenario, generate
@@ -331,6 +332,9 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         # a week later the next one learns two weeks of the new world; after FOLLOW_UPS, none
         cursor, due = followed.cursor, due + timedelta(hours=1, seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
+        # a cursor written when an episode had one follow-up at most said `true`: that one counts
+        legacy = {**cursor, MODEL: {**cursor[MODEL], FOLLOWED_UP: True}}
+        assert len(evaluate(cursor=legacy, now=due).run_requests) == 1
         windows = [follow_up.run_config["ops"]["training_samples"]["config"]["time_range"]]
         for _ in range(FOLLOW_UPS - 1):
             followed = evaluate(cursor=cursor, now=due)
