@@ -356,8 +356,10 @@ def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegis
     request of the episode; else None. The first one only while the active version still learned
     from before the change (a drift retrain that learned only new rows needs none); the next ones
     follow it, each with a week more of the new world."""
-    done = int(last.get(FOLLOWED_UP, 0)) if last else 0  # True (one) in cursors before FOLLOW_UPS
-    if not last or done >= FOLLOW_UPS or not last.get("change_ts"):
+    if not last or not last.get("change_ts"):
+        return None
+    done = int(last.get(FOLLOWED_UP, 0))  # True (one) in cursors before FOLLOW_UPS
+    if done >= FOLLOW_UPS:
         return None
     if now.timestamp() - float(last["requested_at"]) < FOLLOW_UP_S:
         return None

@@ -152,7 +152,6 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                          name=f"terminate-{run_id[:8]}").start()
         return True
 
-
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
