@@ -17,6 +17,9 @@ from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
     CALENDAR_FEATURES,
+    CHANGE_ALPHA,
+    CHANGE_ALPHA_AFTER_GAP,
+    LOG_GAP_DAYS,
     MIN_LABELLED,
     SHIFT_LIMIT,
     DriftDetector,
@@ -257,6 +260,32 @@ def test_a_log_drifted_from_its_first_day_dates_the_drop_from_the_newest_row_the
     record = registry.get_version("disease", learned)
     assert record.seen_until_ts == seen
     assert locate({age: (6, 12) for age in range(10)}) == (20, True), "the recorded row, not the estimate (10 days)"
+
+
+def test_a_split_of_a_log_that_starts_days_after_the_version_s_rows_must_be_surer(tmp_path: Path) -> None:
+    """Where the log starts where the version's rows end, a split at CHANGE_ALPHA dates the drop; where
+    it starts LOG_GAP_DAYS or more later, the drop may lie in the unlogged days, and a split needs
+    CHANGE_ALPHA_AFTER_GAP (the drift sensor test's world: a lucky first day, then ~0.45 for 30 days)."""
+    assert CHANGE_ALPHA_AFTER_GAP < CHANGE_ALPHA
+    registry = ModelRegistry(tmp_path / "registry")
+    end_ts = int(LATE_AUTUMN.timestamp())
+
+    def locate(by_age: dict[int, tuple[int, int]], seen_days_ago: int) -> tuple[int | None, bool]:
+        seen = end_ts - seen_days_ago * DAY
+        version = registry.register_model("disease", small_model(), metadata(
+            accuracy=0.80, train_start_ts=seen - 40 * DAY, train_end_ts=seen, seen_until_ts=seen)).version
+        return locate_change(by_age, registry.get_version("disease", version), end_ts, threshold=0.15)
+
+    slight = {age: (8, 12) for age in range(3)} | {age: (10, 12) for age in range(3, 10)}
+    assert change_point(slight, CHANGE_ALPHA) == 3 and change_point(slight, CHANGE_ALPHA_AFTER_GAP) is None
+    assert locate(slight, seen_days_ago=10) == (3, False), "logged from the version's newest row on"
+    assert locate(slight, seen_days_ago=10 + LOG_GAP_DAYS - 1) == (3, False), "a day unlogged is no gap"
+    assert locate(slight, seen_days_ago=10 + LOG_GAP_DAYS) == (None, False), "as good as validated, overall"
+
+    lucky_first_day = {0: (5, 11), 1: (6, 11), 2: (7, 11), 3: (3, 11), 4: (3, 11), 5: (6, 11), 6: (9, 11)}
+    assert change_point(lucky_first_day, CHANGE_ALPHA) == 6
+    assert locate(lucky_first_day, seen_days_ago=30) == (30, True), "drifted in the unlogged days"
+    assert locate(lucky_first_day, seen_days_ago=7) == (6, False), "the log's first day was as validated"
 
 
 SHIFT_END = LATE_AUTUMN
