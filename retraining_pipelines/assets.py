@@ -24,7 +24,7 @@ from retraining_pipelines.notifications import Notifier, retrained_event
 from retraining_pipelines.plantdb import HOUR, TrainingSamples
 from retraining_pipelines.promotion import GateOutcome, RetrainingResult, run_gate
 from retraining_pipelines.registry import trigger_from_tags
-from retraining_pipelines.runs import tag_run_worker
+from retraining_pipelines.runs import RETRAIN_JOB, tag_run_worker
 from retraining_pipelines.settings import runs_per_machine
 from retraining_pipelines.training import (
     PRE_CHANGE_WEIGHT,
@@ -439,7 +439,7 @@ def _result_metadata(outcome: GateOutcome) -> dict:
 
 RETRAIN_ASSETS = [training_samples, engineered_features, trained_model, validation_metrics]
 retrain_model_job = dg.define_asset_job(
-    "retrain_model_job",
+    RETRAIN_JOB,
     selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
     # in-process: a fresh Python per step costs 2-4 s on a Pi-class machine, more than training
     executor_def=dg.in_process_executor,

@@ -30,7 +30,7 @@ from pydantic import Field
 from retraining_pipelines.errors import InvalidFieldError
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.promotion import RetrainingResult
-from retraining_pipelines.runs import settle_candidates, step_failure_reason
+from retraining_pipelines.runs import PARTITION_TAG, settle_candidates, step_failure_reason
 from retraining_pipelines.settings import dagster_home
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 def retrain_failure_notifier(context: dg.RunFailureSensorContext, notifier: Notifier,
                              model_registry: ModelRegistryResource) -> None:
     run = context.dagster_run
-    model_type = run.tags.get("dagster/partition", "unknown")
+    model_type = run.tags.get(PARTITION_TAG, "unknown")
     steps = context.get_step_failure_events()
     error = "; ".join(step_failure_reason(e) for e in steps) or context.failure_event.message
     abandoned = settle_candidates(context.instance, model_registry.get())

@@ -7,9 +7,10 @@ from typing import Any
 import dagster as dg
 
 from retraining_pipelines.assets import RETRAIN_ASSETS
-from retraining_pipelines.code_location import default_resources
+from retraining_pipelines.code_location import build_definitions, default_resources
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.jobstore import JobStore
 from retraining_pipelines.notifications import Notifier
 
 ASSET_NAMES = [a.key.to_user_string() for a in RETRAIN_ASSETS]
@@ -66,6 +67,14 @@ def materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bo
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     mat = result.asset_materializations_for_node(asset)[-1]
     return {k: v.value for k, v in mat.metadata.items()}
+
+
+def drift_sensor_tick(jobs: JobStore, resources: dict[str, Any], instance: dg.DagsterInstance,
+                      cursor: str | None = None) -> dg.SensorResult:
+    """One tick of the drift sensor over these jobs, with the definitions the daemon would load."""
+    defs = build_definitions(job_store=jobs, resources=resources)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as context:
+        return defs.resolve_sensor_def("drift_sensor")(context)
 
 
 def notify_failure(failed: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, store: PlantDataStore) -> None:

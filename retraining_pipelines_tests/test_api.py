@@ -23,6 +23,7 @@ from retraining_pipelines import AutomatedRetrainingService, InvalidFieldError
 from retraining_pipelines.api import PREFIX, build_server, check_bind
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.io_manager import ModelRegistryResource
+from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
 
 from .live import free_port
 from .test_bad_input import MODEL, _metadata, _tiny_model
@@ -156,7 +157,7 @@ def test_retrain_checks_come_before_queuing(api: Api) -> None:
 
 def test_a_retrain_already_in_flight_is_a_409_with_its_run_id(api: Api) -> None:
     queued = api.service.instance.create_run_for_job(
-        api.service.definitions().resolve_job_def("retrain_model_job"), tags={"dagster/partition": MODEL})
+        api.service.definitions().resolve_job_def(RETRAIN_JOB), tags={PARTITION_TAG: MODEL})
     # never launched, the run stays NOT_STARTED: in flight, as a queued run is
     status, body = api.call("POST", f"{PREFIX}/retrain/{MODEL}?force=true")
     assert status == 409 and _is_error(body, "retrain_in_progress") and body["error"]["run_id"] == queued.run_id

@@ -34,11 +34,12 @@ from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
+from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
 from retraining_pipelines.service import DRIFT_CURSOR
 from retraining_pipelines.training import HOLDOUT_FRACTION
 
 from .conftest import TEST_CONFIG, project_instance
-from .helpers import metadata_of, pipeline_resources, retrain
+from .helpers import drift_sensor_tick, metadata_of, pipeline_resources, retrain
 
 MODEL = "disease"
 NOW = TEST_CONFIG.end
@@ -62,11 +63,7 @@ class World:
         return self.sensor(cursor=first.cursor)
 
     def sensor(self, cursor: str | None = None) -> dg.SensorResult:
-        defs = build_definitions(job_store=self.jobs, resources=self.resources)
-        sensor = defs.resolve_sensor_def("drift_sensor")
-        with dg.build_sensor_context(instance=self.instance, cursor=cursor, resources=self.resources,
-                                     definitions=defs) as context:
-            return sensor(context)
+        return drift_sensor_tick(self.jobs, self.resources, self.instance, cursor)
 
 
 def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance, drift_start: datetime = DRIFT_START,
@@ -123,7 +120,7 @@ def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cool
         event = Notifier(log_path=str(tmp_path / "notifications.jsonl")).read_log()[-1]
         assert event["type"] == "drift_detected" and event["job_id"] == 1
 
-        job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def("retrain_model_job")
+        job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def(RETRAIN_JOB)
         run = job.execute_in_process(partition_key=request.partition_key, run_config=request.run_config,
                                      tags=request.tags, instance=instance)
         assert run.success
@@ -160,7 +157,7 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
         assert request.run_config["ops"]["training_samples"]["config"]["time_range"] == (
             f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d")
         assert json.loads(result.cursor)[MODEL]["change_ts"] is None, "nothing to follow up"
-        job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def("retrain_model_job")
+        job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def(RETRAIN_JOB)
         run = job.execute_in_process(partition_key=MODEL, run_config=request.run_config, tags=request.tags,
                                      instance=instance)
         outcome = metadata_of(run, "validation_metrics")
@@ -248,8 +245,8 @@ def test_too_few_labelled_predictions_trigger_nothing(tmp_path: Path, no_cooldow
 def test_no_drift_retrain_while_one_is_queued_or_just_ran(stable_world: World) -> None:
     result = stable_world.sensor()  # the default 12 h cool-down: v1 was trained moments ago
     assert result.run_requests == [] and "within the 12 h cool-down" in result.skip_reason.skip_message
-    queued = dg.DagsterRun(job_name="retrain_model_job", run_id=str(uuid.uuid4()),
-                           status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": MODEL})
+    queued = dg.DagsterRun(job_name=RETRAIN_JOB, run_id=str(uuid.uuid4()),
+                           status=dg.DagsterRunStatus.STARTED, tags={PARTITION_TAG: MODEL})
     stable_world.instance.add_run(queued)
     try:
         busy = stable_world.sensor()

@@ -32,6 +32,7 @@ from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.instance_storage import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
 from retraining_pipelines.jobstore import JobStore
+from retraining_pipelines.runs import PARTITION_TAG
 
 from .conftest import EMBEDDED_STORAGE
 from .retrain_worker import start
@@ -112,7 +113,7 @@ def test_two_runs_racing_in_two_processes_are_both_recorded_in_full(
             _finish(worker)
 
         runs = instance.get_runs()
-        assert sorted(r.tags["dagster/partition"] for r in runs) == ["disease", "growth_stage"]
+        assert sorted(r.tags[PARTITION_TAG] for r in runs) == ["disease", "growth_stage"]
         for run in runs:
             assert run.status == dg.DagsterRunStatus.SUCCESS
             steps = [e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]

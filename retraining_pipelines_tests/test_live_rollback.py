@@ -17,7 +17,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import compare_served, replay_predictions
 from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV, SERVED_CHECKED, served_worse
@@ -28,7 +27,7 @@ from retraining_pipelines.promotion import ROLLBACK_TOLERANCE_PCT, relative_impr
 from retraining_pipelines.registry import TRIGGER_TAG, ActiveVersionChanged, ModelRegistry
 
 from .conftest import TEST_CONFIG, project_instance
-from .helpers import metadata_of, pipeline_resources, retrain
+from .helpers import drift_sensor_tick, metadata_of, pipeline_resources, retrain
 
 MODEL = "climate_optimizer"
 NOW = TEST_CONFIG.end
@@ -51,9 +50,7 @@ class World:
     notifications: Path
 
     def sensor(self, instance: dg.DagsterInstance) -> dg.SensorResult:
-        defs = build_definitions(job_store=self.jobs, resources=self.resources)
-        with dg.build_sensor_context(instance=instance, resources=self.resources, definitions=defs) as context:
-            return defs.resolve_sensor_def("drift_sensor")(context)
+        return drift_sensor_tick(self.jobs, self.resources, instance)
 
 
 def _between(tables: dict[str, pd.DataFrame], start: datetime, end: datetime) -> dict[str, pd.DataFrame]:

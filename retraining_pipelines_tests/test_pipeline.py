@@ -16,6 +16,7 @@ from retraining_pipelines.definitions import defs
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig
 from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
 from retraining_pipelines.training import data_fingerprint, time_split, train_model, validate_model
 
 from .conftest import TEST_CONFIG, fresh_store
@@ -23,7 +24,7 @@ from .helpers import ASSET_NAMES, failure_messages, materialized, metadata_of, p
 
 
 def test_definitions_load_with_one_partition_per_catalog_model_type() -> None:
-    job = defs.resolve_job_def("retrain_model_job")
+    job = defs.resolve_job_def(RETRAIN_JOB)
     assert job.partitions_def is not None
     assert job.partitions_def.get_partition_keys() == list(MODEL_TYPES)
     assert job.executor_def.name == "in_process"
@@ -120,7 +121,7 @@ def test_a_retrain_dagster_would_not_record_changes_nothing(plant_store: PlantDa
     assert ModelRegistryResource().get().list_versions("disease") == []
 
 
-@pytest.mark.parametrize("tags", [{}, {"dagster/partition": "durian"}], ids=["no tag", "unknown model type"])
+@pytest.mark.parametrize("tags", [{}, {PARTITION_TAG: "durian"}], ids=["no tag", "unknown model type"])
 def test_a_run_without_a_valid_model_type_fails_first_naming_the_model_types(
     tags: dict[str, str], plant_store: PlantDataStore, instance: dg.DagsterInstance
 ) -> None:
@@ -132,7 +133,7 @@ def test_a_run_without_a_valid_model_type_fails_first_naming_the_model_types(
     from .helpers import pipeline_resources
 
     job = build_definitions(job_store=JobStore(), resources=pipeline_resources(plant_store)).resolve_job_def(
-        "retrain_model_job")
+        RETRAIN_JOB)
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     reasons = [step_failure_reason(e) for e in result.get_step_failure_events()]
     assert not result.success and len(reasons) == 1 and reasons[0].startswith("training_samples: ")

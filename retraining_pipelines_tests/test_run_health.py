@@ -13,17 +13,16 @@ import dagster as dg
 import pytest
 
 from retraining_pipelines.assets import RETRAIN_ASSETS
-from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift_policy import DRIFT_COOLDOWN_ENV
 from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.jobstore import JobStore, validate_job
 from retraining_pipelines.registry import ModelRegistry, ModelStatus
-from retraining_pipelines.runs import PID_TAG, process_alive, sweep
+from retraining_pipelines.runs import PID_TAG, RETRAIN_JOB, process_alive, sweep
 
 from . import retrain_worker
-from .helpers import pipeline_resources, retrain
+from .helpers import drift_sensor_tick, pipeline_resources, retrain
 
 MODEL = "disease"
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,9 +61,7 @@ def test_a_sigkilled_retrain_is_marked_failed_and_no_longer_blocks_drift(
     jobs = JobStore(isolated_dagster_home / "jobs.sqlite")
     jobs.add(validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50))
     resources = pipeline_resources(store)
-    defs = build_definitions(job_store=jobs, resources=resources)
-    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-        tick = defs.resolve_sensor_def("drift_sensor")(context)
+    tick = drift_sensor_tick(jobs, resources, instance)
     message = tick.skip_reason.skip_message
     assert "already queued or running" not in message, message
     assert "no active version" in message, "the tick judged the model instead of waiting on a dead run"
@@ -202,7 +199,7 @@ def test_terminate_repeats_its_signal_until_the_run_process_stops(isolated_dagst
         instance = dg.DagsterInstance.from_config(str(isolated_dagster_home))
         launcher = WarmRunLauncher()
         launcher.register_instance(instance)
-        run = instance.add_run(dg.DagsterRun(job_name="retrain_model_job", status=dg.DagsterRunStatus.STARTED,
+        run = instance.add_run(dg.DagsterRun(job_name=RETRAIN_JOB, status=dg.DagsterRunStatus.STARTED,
                                              tags=worker_tags(process.pid)))
         assert launcher.terminate(run.run_id)
         assert process.stdout.readline() == "lost\n"

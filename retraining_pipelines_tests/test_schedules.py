@@ -13,6 +13,7 @@ from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.jobstore import JOB_ID_TAG, JobStore, validate_job
 from retraining_pipelines.registry import TRIGGER_TAG
+from retraining_pipelines.runs import RETRAIN_JOB
 from retraining_pipelines.schedules import build_schedule, cron_for, next_run, previous_run, schedule_name
 
 from .helpers import pipeline_resources
@@ -106,7 +107,7 @@ def test_definitions_have_one_schedule_per_scheduled_job(tmp_path: Path, plant_s
     assert names == [f"retrain_disease_daily_job{ids[0]}", f"retrain_disease_monthly_job{ids[1]}"]
     assert {s.name for s in defs.sensors} == {"drift_sensor", "retrain_failure_notifier", "run_health_sensor"}
     schedule = defs.resolve_schedule_def(names[0])
-    assert schedule.job_name == "retrain_model_job" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == RETRAIN_JOB and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_enable_automated_retraining_starts_schedules_and_drift_sensor(

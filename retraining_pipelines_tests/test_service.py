@@ -18,6 +18,7 @@ from retraining_pipelines import (
 )
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.jobstore import DEFAULT_JOBS, JobStore
+from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
 from retraining_pipelines.settings import registry_dir
 
 
@@ -72,7 +73,7 @@ def test_retrain_model_returns_the_spec_result(service: AutomatedRetrainingServi
     assert second.improvement == pytest.approx(0.0, abs=1e-9)
     assert second.training_samples > 0 and second.training_duration > 0
     runs = service.instance.get_runs()
-    assert runs[0].job_name == "retrain_model_job" and runs[0].tags["dagster/partition"] == "irrigation_duration"
+    assert runs[0].job_name == RETRAIN_JOB and runs[0].tags[PARTITION_TAG] == "irrigation_duration"
 
 
 def test_retrain_without_force_leaves_a_stable_model_alone(service: AutomatedRetrainingService) -> None:

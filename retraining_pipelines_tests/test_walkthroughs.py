@@ -22,6 +22,7 @@ from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.jobstore import DRIFT_TIME_RANGE
 from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import ModelRegistry
+from retraining_pipelines.runs import PARTITION_TAG
 
 from .live import (
     api_url,
@@ -215,7 +216,7 @@ def test_the_rest_api_queues_retrains_through_the_daemon_and_stops_with_the_serv
                             and r, 300, "the queued retrain to finish")
         assert report["status"] == "SUCCESS" and report["outcome"] == "promoted", report
         assert report["result"]["new_version"] == "1.0.0" and report["trigger"] == "manual"
-        assert queued["run_id"] in [r["runId"] for r in runs_tagged(url, "dagster/partition", MODEL)]
+        assert queued["run_id"] in [r["runId"] for r in runs_tagged(url, PARTITION_TAG, MODEL)]
         status, result = _rest("POST", f"{api}/retrain/{MODEL}?force=true")  # wait=true: the spec's answer
         assert status == 200 and result["new_version"] == "1.1.0" and result["old_version"] == "1.0.0", result
         assert result["outcome"] in ("promoted", "rejected") and "improvement" in result
