@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -334,12 +335,38 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODEL_TYPES))
     parser.add_argument("--drift-signal", choices=DRIFT_SIGNALS, default=DEFAULT_DRIFT_SIGNAL,
                         help="the on_drift jobs' drift_signal")
+    parser.add_argument("--save", metavar="FILE", help="also save every pair as JSON, for --combine")
+    parser.add_argument("--combine", nargs="+", metavar="FILE",
+                        help="run nothing: report the pairs that runs made side by side saved, as one table")
     args = parser.parse_args()
+    if args.combine:
+        units, seconds, results = combine(args.combine)
+        publish(report(results, units, len({p.seed for p in results}), seconds), args.write)
+        return
     started = time.perf_counter()
     results = []
     for scenario, seed in worlds(args.scenarios, args.seeds, args.first_seed):
         results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal)
-    publish(report(results, args.units, args.seeds, time.perf_counter() - started), args.write)
+    seconds = time.perf_counter() - started
+    if args.save:
+        save(args.save, args.units, seconds, results)
+    publish(report(results, args.units, args.seeds, seconds), args.write)
+
+
+def save(path: str | Path, units: int, seconds: float, results: list[Pair]) -> None:
+    Path(path).write_text(json.dumps({"units": units, "seconds": seconds, "pairs": [asdict(p) for p in results]}))
+
+
+def combine(paths: list[str | Path]) -> tuple[int, float, list[Pair]]:
+    """The pairs of runs made side by side (one scenario or seed per process), as if one run made
+    them: the report pools every pair's delay, which per-run tables cannot be combined into."""
+    saved = [json.loads(Path(path).read_text()) for path in paths]
+    if len({run["units"] for run in saved}) != 1:
+        raise SystemExit(f"--combine: runs at different scales ({sorted({run['units'] for run in saved})} units)")
+    pairs = [Pair(**{**pair, **{key: {int(day): tuple(hits) for day, hits in pair[key].items()}
+                                for key in ("daily", "frozen")}})
+             for run in saved for pair in run["pairs"]]
+    return saved[0]["units"], sum(run["seconds"] for run in saved), pairs
 
 
 def worlds(scenarios: list[str], seeds: int, first_seed: int = 1) -> Iterator[tuple[str, int]]:

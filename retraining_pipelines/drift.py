@@ -18,6 +18,14 @@ sure the verdict is and on what. A drop past the threshold that is not yet signi
 as `insufficient_data` ("suspected") and the windows keep growing until it is; fewer than
 `min_labelled` (10) labelled predictions give no verdict at all.
 
+**Against what it served, once it has served enough** (`served_drop`). A validation accuracy is
+estimated on a hold-out of a few dozen rows at a grower's scale, and a version can serve better
+than it: one validated at 0.655 that served 0.72 loses a quarter of that before it falls 15 % below
+its validation. Once a version has served `SERVED_BASELINE_MIN` (50) labelled predictions before an
+evidence window, each window is also tested against them (a one-sided Fisher exact test,
+Bonferroni over the windows); a drop past the threshold significant at 5 % is drift too, reported
+with `baseline_source = "served"` and that record as `baseline_accuracy`.
+
 **Input shift: drift seen before any label arrives.** A hobby grower logs ~5 irrigation outcomes
 a day, too few to see a 15 % accuracy drop within days; the sensors log hundreds of readings. Per
 sensor, the mean over units of the daily means gives one series; its *jump* - the mean of the last
@@ -59,7 +67,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom, chi2
+from scipy.stats import binom, chi2, fisher_exact
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import ModelSpec, get_spec
@@ -83,6 +91,9 @@ DRIFT_ALPHA = 0.05
 DRIFT_WINDOW = f"last_{EVIDENCE_WINDOWS_DAYS[-1]}d"
 #: How far back the prediction log is searched for the day accuracy changed.
 CHANGE_SEARCH = "last_60d"
+#: Labelled predictions a version must have served before an evidence window for its own record to
+#: be a baseline (`served_drop`): as many as a small hold-out holds.
+SERVED_BASELINE_MIN = 50
 CHANGE_MIN_SIDE = 10  # labelled predictions on each side of a change point
 #: How sure a split of the log must be to date a drop in it (see `locate_change`): a log that starts
 #: where the version's rows end, and one that starts days later.
@@ -136,6 +147,9 @@ class DriftMetrics:
     #: between the newest row the version saw and its first logged outcome, and `change_days_ago`
     #: counts from that row (`locate_change`).
     change_before_log: bool = False
+    #: What `baseline_accuracy` is: the version's `validation` accuracy, or what it `served` before the
+    #: evidence window (`served_drop`).
+    baseline_source: Literal["validation", "served"] = "validation"
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)
 
@@ -167,6 +181,58 @@ def drop_p_value(baseline: float, threshold: float, hits: int, count: int) -> fl
 def accuracy_drift(baseline: float, current: float) -> float:
     """Relative accuracy drop: 0.80 -> 0.68 is 0.15. Negative when the model got better."""
     return (baseline - current) / baseline if baseline > 0 else 0.0
+
+
+def evidence_windows(longest: int) -> list[int]:
+    """The windows (days back from now) a verdict looks at: `EVIDENCE_WINDOWS_DAYS` up to `longest`."""
+    return [d for d in EVIDENCE_WINDOWS_DAYS if d < longest] + [longest]
+
+
+def served_drop(history: dict[int, tuple[int, int]], longest: int, min_labelled: int = MIN_LABELLED,
+                ) -> tuple[float, int, tuple[int, int], tuple[int, int]] | None:
+    """The strongest evidence that a version now serves worse than it served before: per evidence
+    window, a one-sided Fisher exact test of its labelled predictions inside the window against all
+    it served before the window (at least `SERVED_BASELINE_MIN` of them), Bonferroni over the windows
+    tested. (p, days, (hits, labelled) inside, (hits, labelled) before); None: no window has the labels.
+
+    Its validation accuracy is the baseline a version starts with, estimated on a hold-out of a few
+    dozen rows at a grower's scale: one that served better than validated (0.72 against 0.655) can
+    lose 20 % of what it served and still look within 15 % of its validation. Once it has served
+    more labelled predictions than its hold-out held, its own record is the surer baseline.
+    """
+    tests = []
+    for days in evidence_windows(longest):
+        inside = [hn for age, hn in history.items() if age < days]
+        before = [hn for age, hn in history.items() if age >= days]
+        new_h, new_n = sum(h for h, _ in inside), sum(n for _, n in inside)
+        old_h, old_n = sum(h for h, _ in before), sum(n for _, n in before)
+        if new_n < min_labelled or old_n < SERVED_BASELINE_MIN:
+            continue
+        table = [[new_h, new_n - new_h], [old_h, old_n - old_h]]
+        tests.append((float(fisher_exact(table, alternative="less").pvalue), days, (new_h, new_n), (old_h, old_n)))
+    if not tests:
+        return None
+    p_value, days, inside, before = min(tests)
+    return min(1.0, p_value * len(tests)), days, inside, before
+
+
+def served_verdict(metrics: DriftMetrics, history: dict[int, tuple[int, int]], longest: int) -> DriftMetrics | None:
+    """Drift against what the version served before (`served_drop`), where the validation verdict saw
+    none: a drop past the threshold, significant at `DRIFT_ALPHA`. None: no such drop."""
+    found = served_drop(history, longest, metrics.min_samples)
+    if found is None:
+        return None
+    p_value, days, (new_h, new_n), (old_h, old_n) = found
+    baseline, current = old_h / old_n, new_h / new_n
+    drift = accuracy_drift(baseline, current)
+    if p_value >= DRIFT_ALPHA or drift <= metrics.threshold:
+        return None
+    reason = (f"accuracy {current:.2%} vs {baseline:.2%} served before (n={old_n}): drift {drift:.3f} > threshold "
+              f"{metrics.threshold:g} (last {days} d, n={new_n}, p={p_value:.2g}; validation baseline "
+              f"{metrics.baseline_accuracy:.2%})")
+    return replace(metrics, status="drift", accuracy_drift=drift, requires_retraining=True, baseline_accuracy=baseline,
+                   current_accuracy=current, sample_count=new_n, window_days=days, p_value=p_value, reason=reason,
+                   baseline_source="served")
 
 
 def prediction_accuracy(spec: ModelSpec, predicted: Sequence[Any], actual: Sequence[Any]) -> float:
@@ -221,14 +287,18 @@ class DriftDetector:
         longest = (span.end_ts - span.start_ts) // DAY
         by_age = {age: hn for age, hn in history.items() if age < longest}
         evidence = []
-        for days in [d for d in EVIDENCE_WINDOWS_DAYS if d < longest] + [longest]:
+        for days in evidence_windows(longest):
             hits = sum(h for age, (h, _) in by_age.items() if age < days)
             count = sum(n for age, (_, n) in by_age.items() if age < days)
             if not evidence or count > evidence[-1][2]:
                 evidence.append((days, hits, count))
         metrics = self._verdict(spec, record, evidence or [(longest, 0, 0)], threshold)
+        if not metrics.requires_retraining and record is not None:
+            metrics = served_verdict(metrics, history, longest) or metrics
         features = self.check_features(model_type, end) if with_features else None
         change, before_log = locate_change(history, record, span.end_ts, metrics.threshold)
+        if change is None and metrics.baseline_source == "served":
+            change = metrics.window_days  # the drop lies inside the window that shows it
         return replace(metrics, change_days_ago=change, change_before_log=before_log, feature_shift=features)
 
     def check_inputs(self, end: datetime | None = None) -> InputShift:

@@ -137,7 +137,7 @@ class DriftEvaluation:
 
 
 def _drift_metadata(m: DriftMetrics) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"drift_status": m.status, "reason": m.reason,
+    metadata: dict[str, Any] = {"drift_status": m.status, "reason": m.reason, "baseline_source": m.baseline_source,
                                 "labelled_predictions": dg.MetadataValue.int(m.sample_count),
                                 "model_version": str(m.model_version)}
     for name in ("accuracy_drift", "current_accuracy", "baseline_accuracy"):

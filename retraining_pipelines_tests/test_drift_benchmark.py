@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
-from benchmarks.drift_scenarios import SIMULATED_DAYS, report, run_world
+from benchmarks.drift_scenarios import SIMULATED_DAYS, combine, report, run_world, save
 
 MODEL = "disease"
 
@@ -34,3 +37,24 @@ def test_a_stable_world_raises_no_alarm() -> None:
     stable = run_world("stable", seed=1, units=8, models=(MODEL,))[0]
     assert stable.flags == [] and len(stable.daily) >= SIMULATED_DAYS - 1
     assert "| stable | disease | 0/1 |" in report([stable], units=8, seeds=1, seconds=1.0)
+
+
+def test_runs_made_side_by_side_combine_into_the_table_one_run_makes(drifted, tmp_path: Path) -> None:
+    """Every pair's delay pools into the median: two saved runs report as one run of both would."""
+    other = replace(drifted, seed=2, flags=[f + 3 for f in drifted.flags])  # as if another seed flagged later
+    save(tmp_path / "a.json", DRIFTED_UNITS, 60.0, [drifted])
+    save(tmp_path / "b.json", DRIFTED_UNITS, 30.0, [other])
+    units, seconds, pairs = combine([tmp_path / "a.json", tmp_path / "b.json"])
+    assert (units, seconds) == (DRIFTED_UNITS, 90.0)
+    assert pairs == [drifted, other] and [p.summary() for p in pairs] == [drifted.summary(), other.summary()]
+
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("Generated")]
+
+    combined = table(report(pairs, units, 2, seconds))
+    assert combined == table(report([drifted, other], DRIFTED_UNITS, 2, 90.0))
+    delay = drifted.summary()["delay"]
+    assert f"| {MODEL} | 2/2 | 2/2 | {delay + 1.5} |" in "\n".join(combined), "the two delays pooled"
+    save(tmp_path / "c.json", 8, 1.0, [drifted])
+    with pytest.raises(SystemExit, match="different scales"):
+        combine([tmp_path / "a.json", tmp_path / "c.json"])
