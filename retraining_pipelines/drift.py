@@ -20,7 +20,7 @@ as `insufficient_data` ("suspected") and the windows keep growing until it is; f
 
 **Against what it served, once it has served enough** (`served_drop`). A validation accuracy is
 estimated on a hold-out of a few dozen rows at a grower's scale, and a version can serve better
-than it: one validated at 0.655 that served 0.72 loses a quarter of that before it falls 15 % below
+than it: one validated at 0.655 that served 0.72 loses over a fifth of that before it falls 15 % below
 its validation. Once a version has served `SERVED_BASELINE_MIN` (50) labelled predictions before an
 evidence window, each window is also tested against them (a one-sided Fisher exact test,
 Bonferroni over the windows); a drop past the threshold significant at 5 % is drift too, reported
