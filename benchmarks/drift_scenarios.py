@@ -152,9 +152,28 @@ def _day(i: int) -> datetime:
 
 def run_world(scenario: str, seed: int, units: int, models: tuple[str, ...],
               drift_signal: str = DEFAULT_DRIFT_SIGNAL) -> list[Pair]:
-    """The service loop over one generated world; one `Pair` per model type."""
-    home = Path(tempfile.mkdtemp(prefix="drift-bench-"))
+    """The service loop over one generated world; one `Pair` per model type. The world's database,
+    registry and jobs live in a temporary home, removed afterwards (a 40-unit world is ~100 MB)."""
+    with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp, _dagster_home(Path(tmp)):
+        return _run_world(Path(tmp), scenario, seed, units, models, drift_signal)
+
+
+@contextlib.contextmanager
+def _dagster_home(home: Path) -> Iterator[None]:
+    """DAGSTER_HOME pointed at `home` for the block, then as it was."""
+    was = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if was is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = was
+
+
+def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[str, ...],
+               drift_signal: str) -> list[Pair]:
     drift = () if scenario == "stable" else (DriftScenario(scenario, END - timedelta(days=DRIFT_DAYS)),)
     store = PlantDataStore(database_url=f"sqlite:///{home / 'plant.sqlite'}")
     store.write_frames(generate(GeneratorConfig(end=END, days=WORLD_DAYS, units=units, seed=seed,

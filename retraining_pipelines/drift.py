@@ -188,6 +188,16 @@ def evidence_windows(longest: int) -> list[int]:
     return [d for d in EVIDENCE_WINDOWS_DAYS if d < longest] + [longest]
 
 
+def window_sums(history: dict[int, tuple[int, int]], days: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(right, labelled) of a tally by age in days: inside the last `days` days, and before them."""
+    inside, before = [0, 0], [0, 0]
+    for age, (hits, count) in history.items():
+        total = inside if age < days else before
+        total[0] += hits
+        total[1] += count
+    return (inside[0], inside[1]), (before[0], before[1])
+
+
 def served_drop(history: dict[int, tuple[int, int]], longest: int, min_labelled: int = MIN_LABELLED,
                 ) -> tuple[float, int, tuple[int, int], tuple[int, int]] | None:
     """The strongest evidence that a version now serves worse than it served before: per evidence
@@ -197,15 +207,12 @@ def served_drop(history: dict[int, tuple[int, int]], longest: int, min_labelled:
 
     Its validation accuracy is the baseline a version starts with, estimated on a hold-out of a few
     dozen rows at a grower's scale: one that served better than validated (0.72 against 0.655) can
-    lose 20 % of what it served and still look within 15 % of its validation. Once it has served
-    more labelled predictions than its hold-out held, its own record is the surer baseline.
+    lose over a fifth of what it served and still look within 15 % of its validation. Once it has
+    served more labelled predictions than its hold-out held, its own record is the surer baseline.
     """
     tests = []
     for days in evidence_windows(longest):
-        inside = [hn for age, hn in history.items() if age < days]
-        before = [hn for age, hn in history.items() if age >= days]
-        new_h, new_n = sum(h for h, _ in inside), sum(n for _, n in inside)
-        old_h, old_n = sum(h for h, _ in before), sum(n for _, n in before)
+        (new_h, new_n), (old_h, old_n) = window_sums(history, days)
         if new_n < min_labelled or old_n < SERVED_BASELINE_MIN:
             continue
         table = [[new_h, new_n - new_h], [old_h, old_n - old_h]]
@@ -285,11 +292,9 @@ class DriftDetector:
         search = Window.last(CHANGE_SEARCH, end) if validation.time_range(CHANGE_SEARCH) > window_s else span
         history = self.store.logged_hits_by_age(model_type, version, search) if version else {}
         longest = (span.end_ts - span.start_ts) // DAY
-        by_age = {age: hn for age, hn in history.items() if age < longest}
         evidence = []
         for days in evidence_windows(longest):
-            hits = sum(h for age, (h, _) in by_age.items() if age < days)
-            count = sum(n for age, (_, n) in by_age.items() if age < days)
+            (hits, count), _ = window_sums(history, days)
             if not evidence or count > evidence[-1][2]:
                 evidence.append((days, hits, count))
         metrics = self._verdict(spec, record, evidence or [(longest, 0, 0)], threshold)

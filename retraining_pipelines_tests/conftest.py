@@ -18,14 +18,23 @@ from retraining_pipelines.generator import GeneratorConfig, PlantData, generate
 from retraining_pipelines.notifications import wait_for_deliveries
 from retraining_pipelines_tests.servers import postgres_database
 
+_IMPORT_HOME = pytest.StashKey[str]()
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """`definitions.py` builds its schedules at import: point it at a throw-away home first."""
     import os
     import tempfile
 
-    os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="retraining-tests-home-")
+    os.environ["DAGSTER_HOME"] = config.stash[_IMPORT_HOME] = tempfile.mkdtemp(prefix="retraining-tests-home-")
 
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The throw-away home goes with the session."""
+    import shutil
+
+    if _IMPORT_HOME in config.stash:
+        shutil.rmtree(config.stash[_IMPORT_HOME], ignore_errors=True)
 
 
 #: The files that spend longest waiting on real processes (daemons, Celery workers, a browser), longest
