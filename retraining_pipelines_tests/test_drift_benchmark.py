@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.drift_scenarios import SIMULATED_DAYS, combine, report, run_world, save
+from benchmarks.drift_scenarios import SIMULATED_DAYS, WEEK, Pair, combine, report, run_world, save
 
 MODEL = "disease"
 
@@ -58,3 +58,35 @@ def test_runs_made_side_by_side_combine_into_the_table_one_run_makes(drifted, tm
     save(tmp_path / "c.json", 8, 1.0, [drifted])
     with pytest.raises(SystemExit, match="different scales"):
         combine([tmp_path / "a.json", tmp_path / "c.json"])
+
+
+def test_a_retrain_after_a_drift_that_did_not_hurt_is_counted_apart() -> None:
+    """Neither a flag of a degraded pair nor a stable world's false retrain, yet the table says it happened."""
+    steady = {day: (8, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    calm = Pair("heat_wave", 1, MODEL, daily=steady, frozen=steady, oracle=0.8)
+    calm.flags = [calm.drift_day + 3]
+    hurt = Pair("heat_wave", 2, MODEL, daily=steady, oracle=0.8, flags=[calm.drift_day + 3],
+                frozen={day: (8 if day <= calm.drift_day else 3, 10) for day in steady})
+    assert (calm.summary()["degraded"], calm.summary()["undegraded_flags"]) == (False, 1)
+    assert (hurt.summary()["degraded"], hurt.summary()["undegraded_flags"]) == (True, 0)
+    table = report([calm, hurt], units=8, seeds=2, seconds=1.0)
+    assert "- drifted worlds: 1 drift retrains after the drift's start on the 1 pairs it did not degrade" in table
+    assert f"| heat_wave | {MODEL} | 1/2 | 1/1 | 3 |" in table
+
+
+def test_a_drift_that_builds_up_is_also_timed_from_the_damage() -> None:
+    """A heat wave can cost a model nothing for a week: the delay from the damage is the other yardstick."""
+    steady = {day: (8, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    probe = Pair("heat_wave", 1, MODEL)
+    later = probe.drift_day + 8  # the first day the frozen model is wrong more often
+    slow = Pair("heat_wave", 1, MODEL, daily=steady, oracle=0.8, flags=[later + 2],
+                frozen={day: (8 if day < later else 3, 10) for day in steady})
+    summary = slow.summary()
+    assert summary["degraded"] and (summary["delay"], summary["damage_delay"]) == (10, 2), summary
+    passing = replace(slow, frozen={day: (3 if later <= day < later + WEEK else 8, 10) for day in steady})
+    assert passing.summary()["damage_delay"] == 2, "a wave that passes: the drop, not the whole record, dates it"
+    early = replace(slow, flags=[probe.drift_day + 1])  # flagged before the damage showed: 0, never negative
+    assert (early.summary()["delay"], early.summary()["damage_delay"]) == (1, 0)
+    table = report([slow, early], units=8, seeds=2, seconds=1.0)
+    assert f"| heat_wave | {MODEL} | 2/2 | 2/2 | 5.5 | 1.0 |" in table
+    assert "the damage, not the scenario's start): median 1.0, worst 2" in table
