@@ -23,8 +23,9 @@ model's last 7 days and the oracle's; whether a degradation was flagged and afte
 from the drift's start, and from the damage (the day the frozen model's accuracy dropped, a split of
 its daily record found with hindsight: a heat wave that builds up can cost a model nothing for a
 week or two); whether, from 7 days after the flag on, the served model is back within 3 points of the pre-drift
-accuracy or of the oracle (whichever is lower). For the stable world: drift retrains per model per
-90 days, and how many of them came without the frozen model degrading (false alarms); in drifted
+accuracy or of the oracle (whichever is lower), and how many days after the flag its first 7 days
+back at that level began. For the stable world: drift retrains per model per 90 days (and per 100
+model-days), and how many of them came without the frozen model degrading (false alarms); in drifted
 worlds, the drift retrains of pairs the drift did not degrade (allowed, not required). Results go to
 `BENCHMARKS.md`. Run on demand (minutes per world, never in CI):
 
@@ -107,6 +108,15 @@ class Pair:
         change = change_point(ages)
         return max(self.drift_day + 1, worst_end - change + 1) if change else self.drift_day + 1
 
+    def days_to_recover(self, flag: int, level: float) -> int | None:
+        """Days from the flag to the first 7 days the served model spent back at `level` (pooled);
+        None: no such week before the end."""
+        for start in range(flag, SIMULATED_DAYS - WEEK + 2):
+            hits, count = _pooled(self.daily, range(start, start + WEEK))
+            if count and hits / count >= level:
+                return start - flag
+        return None
+
     def summary(self) -> dict:
         pre = _mean(self.frozen, range(1, self.drift_day + 1))
         ends = range(self.drift_day + WEEK, SIMULATED_DAYS + 1)
@@ -124,6 +134,7 @@ class Pair:
         damage_delay = max(0, after[0] - self.damage_day(worst_end)) if after and worst_end else None
         target = min(pre, self.oracle) if pre is not None and self.oracle is not None else pre
         recovered = short = since = None
+        recovery_days = self.days_to_recover(after[0], target - RECOVERED_POINTS) if after and target else None
         if after and target is not None and after[0] + RECOVERY_DAYS <= SIMULATED_DAYS:
             hits, count = _pooled(self.daily, range(after[0] + RECOVERY_DAYS, SIMULATED_DAYS + 1))
             recovered = bool(count) and hits / count >= target - RECOVERED_POINTS
@@ -133,7 +144,7 @@ class Pair:
         return {"pre": pre, "worst": worst, "last": last, "oracle": self.oracle, "dropped": dropped,
                 "degraded": degraded,
                 "seed": self.seed, "delay": delay, "damage_delay": damage_delay, "recovered": recovered, "short": short,
-                "since": since, "target": target,
+                "since": since, "target": target, "recovery_days": recovery_days,
                 "flags": len(false_flags), "rollbacks": len(self.rollbacks),
                 "false_flags": 0 if degraded and self.scenario == "stable" else len(false_flags),
                 # after a drift that did not cost this model 15 %: allowed, not required - counted, not judged
@@ -305,12 +316,12 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores in {seconds / 60:.1f} min "
              "by `python -m benchmarks.drift_scenarios`.", "",
              "| scenario | model | degraded ≥ 15 % | flagged | median delay (days) | from the damage | accuracy "
-             "before | frozen worst week | served last 7 days | oracle last 7 days | recovered within 7 days | drift "
-             "retrains (false) | live rollbacks |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "before | frozen worst week | served last 7 days | oracle last 7 days | recovered within 7 days | days to "
+             "recover | drift retrains (false) | live rollbacks |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     totals = {"noise": 0, "degraded": 0, "flagged": 0, "recovered": 0, "short": 0, "misses": [], "delays": [],
-              "damage_delays": [], "stable_flags": 0, "stable_false": 0, "stable_days": 0, "rollbacks": 0,
-              "stable_rollbacks": 0, "undegraded_flags": 0, "undegraded_pairs": 0}
+              "damage_delays": [], "recovery_days": [], "never_back": 0, "stable_flags": 0, "stable_false": 0,
+              "stable_days": 0, "rollbacks": 0, "stable_rollbacks": 0, "undegraded_flags": 0, "undegraded_pairs": 0}
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
             group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
@@ -321,6 +332,9 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             recovered = [g for g in flagged if g["recovered"]]
             delays = [g["delay"] for g in flagged]
             damage_delays = [g["damage_delay"] for g in flagged]
+            recovery_days = [g["recovery_days"] for g in flagged if g["recovery_days"] is not None]
+            totals["recovery_days"] += recovery_days
+            totals["never_back"] += len(flagged) - len(recovery_days)
             totals["degraded"] += len(degraded)
             totals["noise"] += sum(g["dropped"] and not g["degraded"] for g in group)
             totals["flagged"] += len(flagged)
@@ -344,8 +358,8 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
                 f"| {scenario} | {model} | {len(degraded)}/{len(group)} | {len(flagged)}/{len(degraded)} | "
                 f"{_median(delays)} | {_median(damage_delays)} | {_fmt(mean('pre'))} | {_fmt(mean('worst'))} | "
                 f"{_fmt(mean('last'))} | {_fmt(mean('oracle'))} | {len(recovered)}/{len(flagged)} | "
-                f"{sum(g['flags'] for g in group)} ({sum(g['false_flags'] for g in group)}) | "
-                f"{sum(g['rollbacks'] for g in group)} |")
+                f"{_median(recovery_days)} | {sum(g['flags'] for g in group)} "
+                f"({sum(g['false_flags'] for g in group)}) | {sum(g['rollbacks'] for g in group)} |")
     per90 = 90 * totals["stable_false"] / totals["stable_days"] if totals["stable_days"] else 0.0
     delays = totals["delays"]
     lines += ["", f"- degraded pairs flagged: {totals['flagged']} of {totals['degraded']}; median delay "
@@ -358,9 +372,12 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               f"of {totals['flagged']}; of the rest, {totals['short']} significantly below that level (one-sided "
               "binomial, 5 %), the others within their labels' noise of it",
               *(f"  - {miss}" for miss in totals["misses"]),
+              f"- days from the flag to the first 7 days served back at that level: median "
+              f"{_median(totals['recovery_days'])}, worst {max(totals['recovery_days'], default='-')}; "
+              f"{totals['never_back']} flagged pairs had no such week before the end",
               f"- stable world: {totals['stable_flags']} drift retrains in {totals['stable_days']} model-days, "
               f"{totals['stable_false']} without the frozen model degrading = {per90:.2f} false retrains per model "
-              "per 90 days",
+              f"per 90 days ({per90 / 0.9:.2f} per 100 stable model-days)",
               f"- drifted worlds: {totals['undegraded_flags']} drift retrains after the drift's start on the "
               f"{totals['undegraded_pairs']} pairs it did not degrade (allowed, not required: not counted above)",
               f"- live rollbacks (a version that served worse than the one it replaced): {totals['rollbacks']}, "

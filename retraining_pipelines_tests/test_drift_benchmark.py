@@ -90,3 +90,21 @@ def test_a_drift_that_builds_up_is_also_timed_from_the_damage() -> None:
     table = report([slow, early], units=8, seeds=2, seconds=1.0)
     assert f"| heat_wave | {MODEL} | 2/2 | 2/2 | 5.5 | 1.0 |" in table
     assert "the damage, not the scenario's start): median 1.0, worst 2" in table
+
+
+def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> None:
+    """From the flag to the first 7 days pooled back within 3 points of the pre-drift level."""
+    probe = Pair("heat_wave", 1, MODEL)
+    flag = probe.drift_day + 3
+    frozen = {day: (8 if day <= probe.drift_day else 3, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    served = {day: (8 if day <= probe.drift_day or day >= flag + 4 else 3, 10) for day in frozen}
+    pair = Pair("heat_wave", 1, MODEL, daily=served, frozen=frozen, oracle=0.9, flags=[flag])
+    # the week from flag + 3 holds 1 day at 0.3 and 6 at 0.8: 0.73, under 0.77; from flag + 4 on, 0.8
+    assert pair.summary()["recovery_days"] == 4
+    assert replace(pair, daily=frozen).summary()["recovery_days"] is None, "never back"
+    steady = {day: (8, 10) for day in frozen}
+    false_alarm = Pair("stable", 1, MODEL, daily=steady, frozen=steady, oracle=0.8, flags=[5])
+    table = report([pair, replace(pair, seed=2, daily=frozen), false_alarm], units=8, seeds=2, seconds=1.0)
+    assert "- days from the flag to the first 7 days served back at that level: median 4, worst 4; 1 flagged" in table
+    per_90 = 90 / SIMULATED_DAYS  # one false retrain in one stable model's simulated days
+    assert f"= {per_90:.2f} false retrains per model per 90 days ({per_90 / 0.9:.2f} per 100 stable" in table
