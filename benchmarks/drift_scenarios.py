@@ -319,9 +319,10 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
              "before | frozen worst week | served last 7 days | oracle last 7 days | recovered within 7 days | days to "
              "recover | drift retrains (false) | live rollbacks |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    totals = {"noise": 0, "degraded": 0, "flagged": 0, "recovered": 0, "short": 0, "misses": [], "delays": [],
-              "damage_delays": [], "recovery_days": [], "never_back": 0, "stable_flags": 0, "stable_false": 0,
-              "stable_days": 0, "rollbacks": 0, "stable_rollbacks": 0, "undegraded_flags": 0, "undegraded_pairs": 0}
+    totals: dict = {name: 0 for name in (
+        "noise", "degraded", "flagged", "recovered", "short", "unjudged", "never_back", "stable_flags", "stable_false",
+        "stable_days", "rollbacks", "stable_rollbacks", "undegraded_flags", "undegraded_pairs")}
+    totals.update(misses=[], delays=[], damage_delays=[], recovery_days=[])
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
             group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
@@ -340,6 +341,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             totals["flagged"] += len(flagged)
             totals["recovered"] += len(recovered)
             totals["short"] += sum(bool(g["short"]) for g in flagged)
+            totals["unjudged"] += sum(g["recovered"] is None for g in flagged)
             totals["misses"] += [f"{scenario} / {model} / seed {g['seed']}: served {g['since']} from 7 days after "
                                  f"the flag, level {g['target'] - RECOVERED_POINTS:.2f}" for g in flagged if g["short"]]
             totals["delays"] += delays
@@ -369,8 +371,9 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               f"record found with hindsight: the damage, not the scenario's start): median "
               f"{_median(totals['damage_delays'])}, worst {max(totals['damage_delays'], default='-')}",
               f"- back within 3 points of min(pre-drift, oracle) from 7 days after the flag: {totals['recovered']} "
-              f"of {totals['flagged']}; of the rest, {totals['short']} significantly below that level (one-sided "
-              "binomial, 5 %), the others within their labels' noise of it",
+              f"of {totals['flagged']} ({totals['unjudged']} flagged too late for a week after the flag to fit before "
+              f"the end); of the rest, {totals['short']} significantly below that level (one-sided binomial, 5 %), the "
+              "others within their labels' noise of it",
               *(f"  - {miss}" for miss in totals["misses"]),
               f"- days from the flag to the first 7 days served back at that level: median "
               f"{_median(totals['recovery_days'])}, worst {max(totals['recovery_days'], default='-')}; "

@@ -104,7 +104,10 @@ def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> N
     assert replace(pair, daily=frozen).summary()["recovery_days"] is None, "never back"
     steady = {day: (8, 10) for day in frozen}
     false_alarm = Pair("stable", 1, MODEL, daily=steady, frozen=steady, oracle=0.8, flags=[5])
-    table = report([pair, replace(pair, seed=2, daily=frozen), false_alarm], units=8, seeds=2, seconds=1.0)
-    assert "- days from the flag to the first 7 days served back at that level: median 4, worst 4; 1 flagged" in table
+    too_late = replace(pair, seed=3, flags=[SIMULATED_DAYS - 3])  # no week after the flag to judge it by
+    assert too_late.summary()["recovered"] is None
+    table = report([pair, replace(pair, seed=2, daily=frozen), too_late, false_alarm], units=8, seeds=3, seconds=1.0)
+    assert "- days from the flag to the first 7 days served back at that level: median 4, worst 4; 2 flagged" in table
+    assert "from 7 days after the flag: 1 of 3 (1 flagged too late for a week after the flag to fit" in table
     per_90 = 90 / SIMULATED_DAYS  # one false retrain in one stable model's simulated days
     assert f"= {per_90:.2f} false retrains per model per 90 days ({per_90 / 0.9:.2f} per 100 stable" in table
