@@ -417,6 +417,8 @@ def _result_metadata(outcome: GateOutcome) -> dict:
         metadata["old_accuracy"] = _float(result.old_metrics["accuracy"])
         metadata["candidate_accuracy_compared"] = _float(comparison.candidate["accuracy"])
         metadata["old_version"] = result.old_version
+    if comparison.lead_p is not None:  # how surely the champion beat the candidate on the same rows
+        metadata["champion_lead_p"] = _float(comparison.lead_p)
     metadata.update({
         "baseline_accuracy": _float(outcome.baseline["accuracy"]),
         "single_feature_accuracy": _float(outcome.single_feature[1]),

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.promotion import MIN_FAIR_ROWS, ROLLBACK_TOLERANCE_PCT, Comparison, decide, run_gate
+from retraining_pipelines.promotion import (
+    DRIFT_GATE_ALPHA,
+    MIN_FAIR_ROWS,
+    ROLLBACK_TOLERANCE_PCT,
+    Comparison,
+    decide,
+    run_gate,
+)
 from retraining_pipelines.registry import ModelMetadata, ModelRegistry, ModelStatus, ModelVersion
 from retraining_pipelines.training import predict, time_split, train_model
 from retraining_pipelines.versioning import parse_version
@@ -78,6 +87,22 @@ def test_the_tolerance_is_the_spec_s_five_percent_and_configurable() -> None:
     assert decide(DISEASE, {"accuracy": 0.8}, _vs(0.80, 0.75), BASELINE, "1.1.0", tolerance_pct=10).promote
 
 
+def test_a_drift_retrain_is_refused_on_evidence_not_on_a_row() -> None:
+    """user_habits / irrigation_duration at 8 units: 16 of 27 against 17 of 27 is 5.9 % worse - one row."""
+    one_row = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "fair hold-out", 27, lead_p=0.5)
+    kept = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0")
+    assert not kept.promote and "5.9 % worse (limit 5 %)" in kept.reason, "a scheduled retrain: the spec's rule"
+    served = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0", drift=True)
+    assert served.promote and "within the noise of 27 rows (p=0.5 >= 0.05 that v1.0.0 is better)" in served.reason
+    sure = replace(one_row, lead_p=DRIFT_GATE_ALPHA / 2)  # the champion right alone on many more rows
+    assert not decide(DISEASE, {"accuracy": 16 / 27}, sure, BASELINE, "1.1.0", drift=True).promote
+    recorded = replace(one_row, basis="live accuracy (only 9 hold-out rows ...)", lead_p=None)  # nothing paired
+    assert not decide(DISEASE, {"accuracy": 16 / 27}, recorded, BASELINE, "1.1.0", drift=True).promote
+    floor = decide(DISEASE, {"accuracy": 0.50}, replace(one_row, candidate={"accuracy": 0.5}), BASELINE, "1.1.0",
+                   drift=True)
+    assert not floor.promote and "which v1.0.0 meets" in floor.reason, "the floor still holds"
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_with_two_time_ranges_the_champion_is_judged_only_on_rows_it_never_saw(
     plant_store: PlantDataStore, instance: dg.DagsterInstance
@@ -100,6 +125,13 @@ def test_with_two_time_ranges_the_champion_is_judged_only_on_rows_it_never_saw(
     champion_model = registry.load_model(MODEL, "1.0.0")
     unseen = float(np.mean(champion_model.predict(split.X_holdout[fair]) == truth))
     assert meta["old_accuracy"] == pytest.approx(unseen, abs=1e-4)  # metadata is rounded to 4 digits
+    # how surely the champion beat the candidate on those rows: the sign test on the rows one got right
+    champion_hits = champion_model.predict(split.X_holdout[fair]) == truth
+    candidate_hits = registry.load_model(MODEL, "1.1.0").predict(split.X_holdout[fair]) == truth
+    champion_only = int(np.sum(champion_hits & ~candidate_hits))
+    candidate_only = int(np.sum(candidate_hits & ~champion_hits))
+    expected = binom.sf(champion_only - 1, champion_only + candidate_only, 0.5) if champion_only else 1.0
+    assert meta["champion_lead_p"] == pytest.approx(expected, abs=1e-4)
     # on every hold-out row, rows it trained on included, the champion would have looked better
     flattering = float(np.mean(champion_model.predict(split.X_holdout) == split.y_holdout.to_numpy()))
     assert flattering > meta["old_accuracy"]
