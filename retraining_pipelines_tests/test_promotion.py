@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +16,6 @@ from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.promotion import (
-    DRIFT_GATE_ALPHA,
     MIN_FAIR_ROWS,
     ROLLBACK_TOLERANCE_PCT,
     Comparison,
@@ -87,20 +85,13 @@ def test_the_tolerance_is_the_spec_s_five_percent_and_configurable() -> None:
     assert decide(DISEASE, {"accuracy": 0.8}, _vs(0.80, 0.75), BASELINE, "1.1.0", tolerance_pct=10).promote
 
 
-def test_a_drift_retrain_is_refused_on_evidence_not_on_a_row() -> None:
-    """user_habits / irrigation_duration at 8 units: 16 of 27 against 17 of 27 is 5.9 % worse - one row."""
+def test_a_one_row_shortfall_is_still_refused_and_says_how_sure_it_was() -> None:
+    """user_habits / irrigation_duration at 8 units: 16 of 27 against 17 of 27 is 5.9 % worse - one row.
+    `lead_p` informs; the spec's 5 % decides (a rule that let such drift retrains through also let
+    through ones 10-32 % worse at 40 units: BENCHMARKS.md)."""
     one_row = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "fair hold-out", 27, lead_p=0.5)
     kept = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0")
-    assert not kept.promote and "5.9 % worse (limit 5 %)" in kept.reason, "a scheduled retrain: the spec's rule"
-    served = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0", drift=True)
-    assert served.promote and "within the noise of 27 rows (p=0.5 >= 0.05 that v1.0.0 is better)" in served.reason
-    sure = replace(one_row, lead_p=DRIFT_GATE_ALPHA / 2)  # the champion right alone on many more rows
-    assert not decide(DISEASE, {"accuracy": 16 / 27}, sure, BASELINE, "1.1.0", drift=True).promote
-    recorded = replace(one_row, basis="live accuracy (only 9 hold-out rows ...)", lead_p=None)  # nothing paired
-    assert not decide(DISEASE, {"accuracy": 16 / 27}, recorded, BASELINE, "1.1.0", drift=True).promote
-    floor = decide(DISEASE, {"accuracy": 0.50}, replace(one_row, candidate={"accuracy": 0.5}), BASELINE, "1.1.0",
-                   drift=True)
-    assert not floor.promote and "which v1.0.0 meets" in floor.reason, "the floor still holds"
+    assert not kept.promote and "5.9 % worse (limit 5 %)" in kept.reason
 
 
 # ----------------------------------------------------------------------------- end to end
