@@ -22,8 +22,8 @@ Reported per (scenario, model): accuracy before the drift, the frozen model's wo
 model's last 7 days and the oracle's; whether a degradation was flagged and after how many days -
 from the drift's start, and from the damage (the day the frozen model's accuracy dropped, a split of
 its daily record found with hindsight: a heat wave that builds up can cost a model nothing for a
-week or two); whether, from 7 days after the flag on, the served model is back within 3 points of the pre-drift
-accuracy or of the oracle (whichever is lower), and how many days after the flag its first 7 days
+week or two); whether, from 7 days after the flag on, the served model is back within 3 points of
+the pre-drift accuracy or of the oracle (whichever is lower), and how many days after the flag its first 7 days
 back at that level began. For the stable world: drift retrains per model per 90 days (and per 100
 model-days), and how many of them came without the frozen model degrading (false alarms); in drifted
 worlds, the drift retrains of pairs the drift did not degrade (allowed, not required). Results go to
@@ -134,7 +134,8 @@ class Pair:
         damage_delay = max(0, after[0] - self.damage_day(worst_end)) if after and worst_end else None
         target = min(pre, self.oracle) if pre is not None and self.oracle is not None else pre
         recovered = short = since = None
-        recovery_days = self.days_to_recover(after[0], target - RECOVERED_POINTS) if after and target else None
+        recovery_days = (self.days_to_recover(after[0], target - RECOVERED_POINTS)
+                         if after and target is not None else None)
         if after and target is not None and after[0] + RECOVERY_DAYS <= SIMULATED_DAYS:
             hits, count = _pooled(self.daily, range(after[0] + RECOVERY_DAYS, SIMULATED_DAYS + 1))
             recovered = bool(count) and hits / count >= target - RECOVERED_POINTS
@@ -365,7 +366,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
     per90 = 90 * totals["stable_false"] / totals["stable_days"] if totals["stable_days"] else 0.0
     delays = totals["delays"]
     lines += ["", f"- degraded pairs flagged: {totals['flagged']} of {totals['degraded']}; median delay "
-              f"{statistics.median(delays) if delays else '-'} days, worst {max(delays) if delays else '-'}; "
+              f"{_median(delays)} days, worst {max(delays, default='-')}; "
               f"{totals['noise']} more pairs had a worst week >= 15 % below, too few labels to tell from noise",
               f"- the same delays counted from the day the frozen model's accuracy dropped (a split of its daily "
               f"record found with hindsight: the damage, not the scenario's start): median "
