@@ -41,6 +41,9 @@ model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
 #: Set by the drift policy on the runs it requests: the active version's accuracy in production.
 CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
+#: The drifted champion's accuracy since the change (`DriftMetrics.accuracy_since_change`): the gate's
+#: yardstick when too few hold-out rows compare the two directly.
+LIVE_ACCURACY_TAG = "retraining/accuracy_since_change"
 #: Set on every retrain run once its gate decided: promoted or rejected.
 OUTCOME_TAG = "retraining/outcome"
 #: Data-quality limits on the samples; beyond them training would learn sensor faults.
@@ -358,9 +361,10 @@ def validation_metrics(
 
 
 def _live_accuracy(tags: dict[str, str]) -> float | None:
-    """The drifted champion's accuracy in production, as the drift check that requested this run measured it."""
+    """The drifted champion's accuracy in production since the change, as the drift check that requested
+    this run measured it."""
     try:
-        return float(tags[CURRENT_ACCURACY_TAG])
+        return float(tags[LIVE_ACCURACY_TAG])
     except (KeyError, ValueError):
         return None
 

@@ -150,6 +150,12 @@ class DriftMetrics:
     #: What `baseline_accuracy` is: the version's `validation` accuracy, or what it `served` before the
     #: evidence window (`served_drop`).
     baseline_source: Literal["validation", "served"] = "validation"
+    #: The version's accuracy on all it served since `change_days_ago` (no change located: over the
+    #: verdict's longest window) - what a drift retrain must beat where too few rows compare them
+    #: directly. `current_accuracy` comes from the window that made the strongest case for drift, the
+    #: lowest of several looks, so it flatters any candidate (BENCHMARKS.md, "The champion's live
+    #: accuracy, unselected").
+    accuracy_since_change: float | None = None
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)
 
@@ -304,7 +310,9 @@ class DriftDetector:
         change, before_log = locate_change(history, record, span.end_ts, metrics.threshold)
         if change is None and metrics.baseline_source == "served":
             change = metrics.window_days  # the drop lies inside the window that shows it
-        return replace(metrics, change_days_ago=change, change_before_log=before_log, feature_shift=features)
+        (hits, count), _ = window_sums(history, change if change is not None else longest)
+        return replace(metrics, change_days_ago=change, change_before_log=before_log, feature_shift=features,
+                       accuracy_since_change=hits / count if count else None)
 
     def check_inputs(self, end: datetime | None = None) -> InputShift:
         """Have the sensors' daily levels jumped (no labels needed)? Reads whole days before `end`."""

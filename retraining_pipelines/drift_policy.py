@@ -67,7 +67,7 @@ from typing import Any
 import dagster as dg
 
 from retraining_pipelines import validation
-from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, samples_run_config
+from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, LIVE_ACCURACY_TAG, samples_run_config
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
     DRIFT_WINDOW,
@@ -445,7 +445,7 @@ def _figure_tags(metrics: DriftMetrics) -> dict[str, str]:
     """The accuracy figures the request rests on; an input shift may come before any are known."""
     figures = {"retraining/accuracy_drift": metrics.accuracy_drift,
                "retraining/baseline_accuracy": metrics.baseline_accuracy,
-               CURRENT_ACCURACY_TAG: metrics.current_accuracy}
+               CURRENT_ACCURACY_TAG: metrics.current_accuracy, LIVE_ACCURACY_TAG: metrics.accuracy_since_change}
     tags = {name: f"{value:.4f}" for name, value in figures.items() if value is not None}
     if metrics.input_shift is not None and metrics.input_shift.score is not None:
         tags["retraining/input_shift_score"] = f"{metrics.input_shift.score:.2f}"

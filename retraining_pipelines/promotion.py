@@ -10,10 +10,12 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
 * **Too few fair rows** (< `MIN_FAIR_ROWS`): the candidate's whole hold-out is compared with the
   champion's *recorded* validation metrics (each measured on data its model never saw), and the
   metadata says `compared_on: recorded (...)` - except for a drift retrain, where the recorded score
-  describes the world before the drift: there the champion's accuracy in production (the prediction
-  log, as measured by the drift check that requested the run) is used, `compared_on: live
-  accuracy`. The recorded metrics are also used when the champion cannot run on the new features
-  (a MAJOR change) or its file fails its checksum.
+  describes the world before the drift: there the champion's accuracy on all it served since the
+  change (the drift check's `accuracy_since_change`, a run tag) is used, `compared_on: live
+  accuracy`. Not the verdict's `current_accuracy`: that is the lowest of several windows, picked
+  for making the strongest case, and it let worse candidates through. The recorded metrics are
+  also used when the champion cannot run on the new features (a MAJOR change) or its file fails
+  its checksum.
 * **The rule.** `improvement` is relative, in percent (0.87 -> 0.91 is 4.6). With an active version
   the candidate is promoted when `improvement >= -tolerance_pct` (the spec's 5 %) and either it
   meets the catalog's floor or the active version misses the floor too on the same rows - then the

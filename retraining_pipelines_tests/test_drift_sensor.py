@@ -17,9 +17,10 @@ import dagster as dg
 import pytest
 
 from retraining_pipelines import AutomatedRetrainingService
+from retraining_pipelines.assets import LIVE_ACCURACY_TAG
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.drift import DriftDetector, replay_predictions
+from retraining_pipelines.drift import DriftDetector, predict_window, replay_predictions
 from retraining_pipelines.drift_policy import (
     AS_OF_TAG,
     ATTEMPT_TAG,
@@ -113,6 +114,11 @@ def test_drift_triggers_a_retrain_that_recovers_accuracy(tmp_path: Path, no_cool
         drift = float(request.tags["retraining/accuracy_drift"])
         current = float(request.tags["retraining/current_accuracy"])
         assert drift > 0.15 and current < world.baseline_accuracy - 0.1
+        # the gate's yardstick is all the week logged since the drift (before the log: all of it), not the
+        # window that made the strongest case
+        logged = predict_window(world.store, world.registry, MODEL, "1.0.0", "last_7d", end=NOW)
+        since_change = float((logged["prediction"] == logged["actual"]).mean())
+        assert float(request.tags[LIVE_ACCURACY_TAG]) == pytest.approx(since_change, abs=1e-4)
 
         observation = result.asset_events[0]
         assert observation.partition == MODEL and observation.metadata["drift_status"].value == "drift"

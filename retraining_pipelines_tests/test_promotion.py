@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from retraining_pipelines.assets import LIVE_ACCURACY_TAG
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import RegistryError
@@ -152,6 +153,22 @@ def test_too_few_unseen_rows_fall_back_to_recorded_metrics_and_say_so(
     assert meta["compared_on"].startswith(
         f"recorded (only {meta['fair_holdout_rows']} hold-out rows after v{champion.version}")
     assert meta["old_accuracy"] == pytest.approx(champion.metrics["accuracy"], abs=1e-4)
+
+
+def test_too_few_unseen_rows_in_a_drift_retrain_compare_with_the_accuracy_served_since_the_change(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    """A drifted champion's recorded score describes the world before the drift: the drift check's
+    `accuracy_since_change` (a run tag) is the yardstick instead, and the metadata says so."""
+    assert retrain(MODEL, plant_store, instance, {"time_range": "last_5d", "min_samples": 30}).success
+    registry = ModelRegistryResource().get()
+    champion = _served(registry, registry.get_version(MODEL, "1.0.0"))
+    meta = metadata_of(retrain(MODEL, plant_store, instance, tags={LIVE_ACCURACY_TAG: "0.1234"}),
+                       "validation_metrics")
+    assert meta["fair_holdout_rows"] < MIN_FAIR_ROWS
+    assert meta["compared_on"].startswith(f"live accuracy (only {meta['fair_holdout_rows']} hold-out rows after "
+                                          f"v{champion.version}")
+    assert meta["old_accuracy"] == pytest.approx(0.1234) and meta["promoted"] is True
 
 
 def _served(registry: ModelRegistry, trained: ModelVersion) -> ModelVersion:
