@@ -93,7 +93,7 @@ def test_a_single_row_never_decides_a_refusal_on_the_fair_rows() -> None:
     retrains through unless the lead was significant let through ones 10-32 % worse at 40 units)."""
     one_row = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "fair hold-out", 27, lead_p=0.5)
     served = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0")
-    assert served.promote and "5.9 % worse, but one more right row of 27" in served.reason, served.reason
+    assert served.promote and "(-5.9 %): one more right row of 27 would be within 5 %" in served.reason, served.reason
     assert served.improvement == pytest.approx(-100 / 17)
 
     two_rows = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 15 / 27}, "fair hold-out", 27, lead_p=0.25)
@@ -103,6 +103,10 @@ def test_a_single_row_never_decides_a_refusal_on_the_fair_rows() -> None:
     # the same accuracies on a basis that is not the same rows: no row to grant
     recorded = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "recorded (only 5 hold-out rows)", 5)
     assert not decide(DISEASE, {"accuracy": 16 / 27}, recorded, BASELINE, "1.1.0").promote
+    # below the floor the gate serves the better of two weak models, and one row worse is not better
+    weak = Comparison("1.0.0", {"accuracy": 7 / 22}, {"accuracy": 6 / 22}, "fair hold-out", 22, lead_p=0.5)
+    weak_kept = decide(DISEASE, {"accuracy": 6 / 22}, weak, BASELINE, "1.1.0")
+    assert not weak_kept.promote and "14.3 % worse (limit 5 %)" in weak_kept.reason, weak_kept.reason
     # on many rows one row is little: 5.9 % worse on 270 rows is 16 rows short, and refused
     many = Comparison("1.0.0", {"accuracy": 170 / 270}, {"accuracy": 160 / 270}, "fair hold-out", 270, lead_p=0.1)
     assert not decide(DISEASE, {"accuracy": 160 / 270}, many, BASELINE, "1.1.0").promote
