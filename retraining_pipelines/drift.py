@@ -152,9 +152,9 @@ class DriftMetrics:
     baseline_source: Literal["validation", "served"] = "validation"
     #: The version's accuracy on all it served since `change_days_ago` (no change located: over the
     #: verdict's longest window) - what a drift retrain must beat where too few rows compare them
-    #: directly. `current_accuracy` comes from the window that made the strongest case for drift, the
-    #: lowest of several looks, so it flatters any candidate (BENCHMARKS.md, "The champion's live
-    #: accuracy, unselected").
+    #: directly. `current_accuracy` comes from the window that made the strongest case for drift,
+    #: picked among several, so it tends to understate the version and flatter a candidate
+    #: (BENCHMARKS.md, "One row never decides, and the champion's live accuracy unselected").
     accuracy_since_change: float | None = None
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)

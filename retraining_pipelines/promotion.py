@@ -12,8 +12,8 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
   metadata says `compared_on: recorded (...)` - except for a drift retrain, where the recorded score
   describes the world before the drift: there the champion's accuracy on all it served since the
   change (the drift check's `accuracy_since_change`, a run tag) is used, `compared_on: live
-  accuracy`. Not the verdict's `current_accuracy`: that is the lowest of several windows, picked
-  for making the strongest case, and it let worse candidates through. The recorded metrics are
+  accuracy`. Not the verdict's `current_accuracy`: that window was picked among several for making
+  the strongest case for a drop, so it tends to understate the champion. The recorded metrics are
   also used when the champion cannot run on the new features (a MAJOR change) or its file fails
   its checksum.
 * **The rule.** `improvement` is relative, in percent (0.87 -> 0.91 is 4.6). With an active version
@@ -27,7 +27,7 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
   reason says so. At 20-30 fair rows one row is more than 5 % (user_habits / irrigation_duration
   at 8 units: 16 of 27 against 17 of 27 kept a drifted champion). Not below the floor: there the
   gate serves the better of two weak models, and one row worse is not better (BENCHMARKS.md,
-  "One row never decides").
+  "One row never decides, and the champion's live accuracy unselected").
 * **How sure.** On the fair hold-out the comparison also says how surely the champion beat the
   candidate (`lead_p`, shown as `champion_lead_p`: an exact one-sided sign test on the rows exactly
   one of the two got right, `drift.paired_p_value`). It informs, it does not decide: letting drift
