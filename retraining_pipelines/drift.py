@@ -154,7 +154,7 @@ class DriftMetrics:
     #: verdict's longest window) - what a drift retrain must beat where too few rows compare them
     #: directly. `current_accuracy` comes from the window that made the strongest case for drift,
     #: picked among several, so it tends to understate the version and flatter a candidate
-    #: (BENCHMARKS.md, "One row never decides, and the champion's live accuracy unselected").
+    #: (BENCHMARKS.md, "The champion's live accuracy, unselected").
     accuracy_since_change: float | None = None
     input_shift: InputShift | None = None  # the sensors' verdict, where the job asked for it
     feature_shift: InputShift | None = None  # the model's own inputs, per feature (a report, not a trigger)

@@ -22,17 +22,14 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
   better of two weak models is served, with a warning, rather than leaving the worse one in place.
   A first version must meet the floor *and* beat the naive baseline (majority class / mean).
   A candidate older than the active version (a slower parallel run) is rejected as superseded.
-* **One row never decides.** On the fair hold-out a candidate that meets the floor and is short of
-  the tolerance by less than one row (one more right row would put it within) is promoted; the
-  reason says so. At 20-30 fair rows one row is more than 5 % (user_habits / irrigation_duration
-  at 8 units: 16 of 27 against 17 of 27 kept a drifted champion). Not below the floor: there the
-  gate serves the better of two weak models, and one row worse is not better (BENCHMARKS.md,
-  "One row never decides, and the champion's live accuracy unselected").
 * **How sure.** On the fair hold-out the comparison also says how surely the champion beat the
   candidate (`lead_p`, shown as `champion_lead_p`: an exact one-sided sign test on the rows exactly
   one of the two got right, `drift.paired_p_value`). It informs, it does not decide: letting drift
   retrains through unless the champion's lead was significant at 5 % let candidates 10-32 % worse
-  on 44-100 rows serve at 40 units (BENCHMARKS.md, "A drift retrain refused on evidence").
+  on 44-100 rows serve at 40 units (BENCHMARKS.md, "A drift retrain refused on evidence"). Nor does
+  one row decide less: promoting a candidate that one more right row would put within 5 % helped
+  irrigation_duration and hurt irrigation_timing, whose one row is 10-14 % (BENCHMARKS.md, "One
+  row never decides? Measured, not taken").
 * **Its own candidate.** The gate judges the version its run registered. Promotion is a
   compare-and-swap on the active version: if another run promoted in between, the gate judges
   again against the new champion.
@@ -166,31 +163,16 @@ def decide(
     if candidate_version and parse_version(candidate_version) < parse_version(comparison.champion_version):
         return GateDecision(False, f"superseded: the newer v{comparison.champion_version} is already active",
                             improvement)
-    short = improvement < -tolerance_pct
-    if short and not (meets_floor and _one_row_short(comparison, tolerance_pct)):
+    if improvement < -tolerance_pct:
         return GateDecision(False, f"{versus}: {-improvement:.1f} % worse (limit {tolerance_pct:g} %)", improvement)
     if meets_floor:
-        grace = (f": one more right row of {comparison.fair_rows} would be within {tolerance_pct:g} % - a single "
-                 "row never decides") if short else ""
-        return GateDecision(True, f"{versus} ({improvement:+.1f} %){grace}", improvement)
+        return GateDecision(True, f"{versus} ({improvement:+.1f} %)", improvement)
     if spec.floor.passes(comparison.champion):
         return GateDecision(False, f"below the quality floor ({spec.floor.describe()}), which "
                             f"v{comparison.champion_version} meets; {versus}", improvement)
     warning = (f"below the quality floor ({spec.floor.describe()}), like v{comparison.champion_version}: "
                "serving the better of two weak models")
     return GateDecision(True, f"{versus} ({improvement:+.1f} %); {warning}", improvement, (warning,))
-
-
-def _one_row_short(comparison: Comparison, tolerance_pct: float) -> bool:
-    """On the fair hold-out, would one more right row put the candidate within the tolerance?
-
-    Accuracy there moves in steps of one row; on the 20-30 fair rows of a grower's drift retrain
-    one row is 4-8 % of a champion at 0.6, more than the spec's 5 %, so the rule alone would refuse
-    a candidate for the smallest difference the rows can show."""
-    if comparison.lead_p is None or not comparison.fair_rows:  # not the same rows: no row to grant
-        return False
-    old, new = comparison.champion["accuracy"], comparison.candidate["accuracy"]
-    return relative_improvement(old, new + 1 / comparison.fair_rows) >= -tolerance_pct
 
 
 @dataclass(frozen=True)

@@ -86,30 +86,14 @@ def test_the_tolerance_is_the_spec_s_five_percent_and_configurable() -> None:
     assert decide(DISEASE, {"accuracy": 0.8}, _vs(0.80, 0.75), BASELINE, "1.1.0", tolerance_pct=10).promote
 
 
-def test_a_single_row_never_decides_a_refusal_on_the_fair_rows() -> None:
-    """user_habits / irrigation_duration at 8 units: 16 of 27 against 17 of 27 is 5.9 % worse - one row,
-    the smallest difference 27 rows can show. Two rows short, or one row short on recorded metrics (not
-    the same rows), is still refused; `lead_p` informs and decides nothing (a rule that let drift
-    retrains through unless the lead was significant let through ones 10-32 % worse at 40 units)."""
+def test_a_one_row_shortfall_is_still_refused_and_says_how_sure_it_was() -> None:
+    """user_habits / irrigation_duration at 8 units: 16 of 27 against 17 of 27 is 5.9 % worse - one row.
+    `lead_p` informs; the spec's 5 % decides. Two looser rules were measured and not taken (BENCHMARKS.md):
+    promoting unless the champion's lead was significant let through drift retrains 10-32 % worse at 40
+    units; granting one row helped irrigation_duration and hurt irrigation_timing (one row: 10-14 %)."""
     one_row = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "fair hold-out", 27, lead_p=0.5)
-    served = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0")
-    assert served.promote and "(-5.9 %): one more right row of 27 would be within 5 %" in served.reason, served.reason
-    assert served.improvement == pytest.approx(-100 / 17)
-
-    two_rows = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 15 / 27}, "fair hold-out", 27, lead_p=0.25)
-    kept = decide(DISEASE, {"accuracy": 15 / 27}, two_rows, BASELINE, "1.1.0")
-    assert not kept.promote and "11.8 % worse (limit 5 %)" in kept.reason, kept.reason
-
-    # the same accuracies on a basis that is not the same rows: no row to grant
-    recorded = Comparison("1.0.0", {"accuracy": 17 / 27}, {"accuracy": 16 / 27}, "recorded (only 5 hold-out rows)", 5)
-    assert not decide(DISEASE, {"accuracy": 16 / 27}, recorded, BASELINE, "1.1.0").promote
-    # below the floor the gate serves the better of two weak models, and one row worse is not better
-    weak = Comparison("1.0.0", {"accuracy": 7 / 22}, {"accuracy": 6 / 22}, "fair hold-out", 22, lead_p=0.5)
-    weak_kept = decide(DISEASE, {"accuracy": 6 / 22}, weak, BASELINE, "1.1.0")
-    assert not weak_kept.promote and "14.3 % worse (limit 5 %)" in weak_kept.reason, weak_kept.reason
-    # on many rows one row is little: 5.9 % worse on 270 rows is 16 rows short, and refused
-    many = Comparison("1.0.0", {"accuracy": 170 / 270}, {"accuracy": 160 / 270}, "fair hold-out", 270, lead_p=0.1)
-    assert not decide(DISEASE, {"accuracy": 160 / 270}, many, BASELINE, "1.1.0").promote
+    kept = decide(DISEASE, {"accuracy": 16 / 27}, one_row, BASELINE, "1.1.0")
+    assert not kept.promote and "5.9 % worse (limit 5 %)" in kept.reason
 
 
 # ----------------------------------------------------------------------------- end to end
