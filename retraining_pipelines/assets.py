@@ -39,7 +39,8 @@ from retraining_pipelines.training import (
 
 model_type_partitions = dg.StaticPartitionsDefinition(list(MODEL_TYPES))
 GROUP = "retraining"
-#: Set by the drift policy on the runs it requests: the active version's accuracy in production.
+#: Set by the drift policy on the runs it requests: the verdict's `current_accuracy`, shown on the run
+#: (the window that made the case for drift; the gate reads `LIVE_ACCURACY_TAG`).
 CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
 #: The drifted champion's accuracy since the change (`DriftMetrics.accuracy_since_change`): the gate's
 #: yardstick when too few hold-out rows compare the two directly.
