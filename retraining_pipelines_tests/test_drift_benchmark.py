@@ -92,6 +92,26 @@ def test_a_drift_that_builds_up_is_also_timed_from_the_damage() -> None:
     assert "the damage, not the scenario's start): median 1.0, worst 2" in table
 
 
+def test_a_loss_is_dated_by_the_first_day_the_frozen_model_had_lost_15_percent() -> None:
+    """A drift that builds up loses its 15 % days after it starts; a sudden one on its first day."""
+    steady = {day: (8, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    probe = Pair("heat_wave", 1, MODEL)
+    later = probe.drift_day + 8
+    slow = Pair("heat_wave", 1, MODEL, daily=steady, oracle=0.8, flags=[later + 3],
+                frozen={day: (8 if day < later else 3, 10) for day in steady})
+    # day `later`: 51 of 70 over its last 7 days (9 % below 56 of 70); a day on, 46 of 70: 18 %, p = 0.043
+    assert slow.loss_day() == later + 1
+    assert slow.summary()["loss_delay"] == 2
+    assert replace(slow, flags=[later]).summary()["loss_delay"] == 0, "flagged before the loss: 0, never negative"
+    sudden = replace(slow, frozen={day: (8 if day <= probe.drift_day else 3, 10) for day in steady})
+    assert sudden.loss_day() == probe.drift_day + 1
+    assert replace(slow, frozen=steady).loss_day() is None
+    table = report([slow, replace(sudden, seed=2)], units=8, seeds=2, seconds=1.0)
+    assert f"| heat_wave | {MODEL} | 2/2 | 2/2 | 11.0 | 6.5 | 6.0 |" in table  # delays: start, damage, loss
+    assert ("at least 15 % below, significantly; 0 when flagged before): median 6.0, worst 10; "
+            "flagged on or before that day: 0") in table
+
+
 def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> None:
     """From the flag to the first 7 days pooled back within 3 points of the pre-drift level."""
     probe = Pair("heat_wave", 1, MODEL)
