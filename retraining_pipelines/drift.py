@@ -9,16 +9,14 @@ was", which is how the spec phrases a job's `drift_threshold` ("retrain if accur
 passes the threshold *and* the drop is significant: a one-sided binomial test of "accuracy is at
 least half-way from the baseline to the threshold" (`baseline x (1 - threshold/2)`: validation
 accuracy is a little optimistic, and testing against the baseline itself false-alarmed on stable
-worlds) on the labelled predictions of windows that grow back from now - the last 1, 2, 4, 7 and 14
-UTC days, the current one so far included (the database tallies the log per day, see
-`prediction_days`). How sure the smallest of the windows' p-values is comes out exact
-(`nested_min_p_value`): the windows share their labels, and Bonferroni over them (p x 5) held
-stable records to 2-3 % where it meant 5 %. An abrupt drift shows in the shortest window within a
-day or two even for a grower with a dozen labels a day, a slow one in the longest, and noise on a
-stable model rarely passes a 1 % test. `p_value` and `window_days` say how sure the verdict is and
-on what. A drop past the threshold that is not yet significant is reported as `insufficient_data`
-("suspected") and the windows keep growing until it is; fewer than `min_labelled` (10) labelled
-predictions give no verdict at all.
+worlds) on the labelled predictions of windows that grow back from now - the last 1,
+2, 4, 7 and 14 UTC days, the current one so far included (the database tallies the log per day,
+see `prediction_days`) - with a Bonferroni correction over the windows. An abrupt drift shows in the
+shortest window within a day or two even for a grower with a dozen labels a day, a slow one in the
+longest, and noise on a stable model rarely passes a 1 % test. `p_value` and `window_days` say how
+sure the verdict is and on what. A drop past the threshold that is not yet significant is reported
+as `insufficient_data` ("suspected") and the windows keep growing until it is; fewer than
+`min_labelled` (10) labelled predictions give no verdict at all.
 
 **Against what it served, once it has served enough** (`served_drop`). A validation accuracy is
 estimated on a hold-out of a few dozen rows at a grower's scale, and a version can serve better
@@ -184,26 +182,6 @@ def drop_p_value(baseline: float, threshold: float, hits: int, count: int) -> fl
     """p of "accuracy >= baseline x (1 - threshold/2)" given `hits` of `count`: half-way from the
     baseline to the threshold, because a slightly optimistic baseline must raise no alarm."""
     return float(binom.cdf(hits, count, baseline * (1 - threshold / 2)))
-
-
-def nested_min_p_value(smallest: float, counts: Sequence[int], rate: float) -> float:
-    """How sure the smallest of the windows' `drop_p_value`s is, exactly: the chance, were every
-    labelled prediction right at `rate`, that some window's binomial p would be as small.
-
-    The windows grow back from now, so each holds the shorter ones' labels and their tests agree more
-    often than independent ones; Bonferroni (the smallest p x the number of windows) reached 2-3 % of a
-    5 % level on stable records (`counts` labelled predictions of the windows, shortest first). Walked
-    window by window: the distribution of right predictions so far, convolved with each window's new
-    labels, dropping the outcomes whose p is already as small.
-    """
-    alive, seen, crossed = np.ones(1), 0, 0.0
-    for count in counts:
-        alive = np.convolve(alive, binom.pmf(np.arange(count - seen + 1), count - seen, rate))
-        seen = count
-        now = binom.cdf(np.arange(count + 1), count, rate) <= smallest * (1 + 1e-9)
-        crossed += float(alive[now].sum())  # first crossed here: summed, not 1 - the rest, so a tiny p stays exact
-        alive[now] = 0.0
-    return min(1.0, crossed)
 
 
 def accuracy_drift(baseline: float, current: float) -> float:
@@ -384,7 +362,7 @@ class DriftDetector:
         past = [t for t in tests if accuracy_drift(baseline, t[2] / t[3]) > threshold]
         # the window with the strongest evidence of a drop past the threshold (else: the most evidence)
         p_value, days, hits, count = min(past) if past else tests[-1]
-        p_value = nested_min_p_value(p_value, [n for *_, n in tests], baseline * (1 - threshold / 2))
+        p_value = min(1.0, p_value * len(tests))  # Bonferroni over the windows looked at
         current = hits / count
         drift = accuracy_drift(baseline, current)
         common.update(current_accuracy=current, sample_count=count, window_days=days)

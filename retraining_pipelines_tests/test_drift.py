@@ -11,7 +11,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binom
 
 from benchmarks import LATE_AUTUMN
 from retraining_pipelines.catalog import get_spec
@@ -29,7 +28,6 @@ from retraining_pipelines.drift import (
     change_point,
     input_shift,
     locate_change,
-    nested_min_p_value,
     predict_window,
     prediction_accuracy,
     replay_predictions,
@@ -334,36 +332,6 @@ def test_a_version_that_served_better_than_validated_is_judged_against_what_it_s
     assert sum(12 for age in young if age >= 4) < SERVED_BASELINE_MIN
     metrics = _served_world(tmp_path / "young", young).check_logged("disease", end=end, with_features=False)
     assert not metrics.requires_retraining and metrics.baseline_source == "validation", metrics.reason
-
-
-@pytest.mark.parametrize(("counts", "rate"), [([15, 30, 60, 105, 210], 0.74), ([5, 10, 20, 35, 70], 0.83), ([12], 0.6)])
-def test_how_sure_the_smallest_window_p_is_is_computed_exactly_for_nested_windows(counts: list[int],
-                                                                                   rate: float) -> None:
-    """The windows share their labels: the chance that any of them shows a p as small, simulated here
-    independently, is what the verdict reports - above what one window alone gives, below Bonferroni."""
-    rng = np.random.default_rng(7)
-    right = np.cumsum(rng.binomial(np.diff([0, *counts]), rate, size=(200_000, len(counts))), axis=1)
-    smallest_p = binom.cdf(right, counts, rate).min(axis=1)
-    for level in (0.005, 0.05):
-        observed = float(binom.cdf(binom.ppf(level, counts[-1], rate), counts[-1], rate))  # the longest window's
-        exact = nested_min_p_value(observed, counts, rate)
-        assert exact == pytest.approx(np.mean(smallest_p <= observed * (1 + 1e-9)), abs=0.003)
-        assert observed * (1 - 1e-9) <= exact <= min(1.0, observed * len(counts)) + 1e-12
-    assert nested_min_p_value(0.0, counts, rate) == 0.0
-    assert nested_min_p_value(1.0, counts, rate) == pytest.approx(1.0)
-
-
-def test_a_drop_bonferroni_would_have_called_unsure_is_drift(tmp_path: Path) -> None:
-    """Validated at 0.70, five days of 6 right of 12: the 7-day window's p (60 labels) is 0.013, times the 4 windows
-    tested 0.053 - "suspected" under Bonferroni; exactly, some window shows a p that small 2.6 % of
-    the time when the model is fine."""
-    metrics = _served_world(tmp_path, {age: 6 for age in range(5)}, validated=0.70).check_logged(
-        "disease", end=LATE_AUTUMN.replace(hour=23), with_features=False)
-    smallest = float(binom.cdf(30, 60, 0.70 * (1 - metrics.threshold / 2)))
-    assert metrics.status == "drift" and metrics.baseline_source == "validation", metrics.reason
-    assert (metrics.window_days, metrics.sample_count) == (7, 60)
-    assert smallest * 4 > 0.05 > metrics.p_value
-    assert metrics.p_value == pytest.approx(nested_min_p_value(smallest, [12, 24, 48, 60], 0.70 * 0.925))
 
 
 SHIFT_END = LATE_AUTUMN
