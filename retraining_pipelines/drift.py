@@ -11,7 +11,9 @@ least half-way from the baseline to the threshold" (`baseline x (1 - threshold/2
 accuracy is a little optimistic, and testing against the baseline itself false-alarmed on stable
 worlds) on the labelled predictions of windows that grow back from now - the last 1,
 2, 4, 7 and 14 UTC days, the current one so far included (the database tallies the log per day,
-see `prediction_days`) - with a Bonferroni correction over the windows. An abrupt drift shows in the
+see `prediction_days`) - with a Bonferroni correction over the windows (cautious for windows that
+share their labels: 2-3 % where it means 5 %; the exact figure was measured and raised false retrains
+past one per model per 90 stable days, BENCHMARKS.md). An abrupt drift shows in the
 shortest window within a day or two even for a grower with a dozen labels a day, a slow one in the
 longest, and noise on a stable model rarely passes a 1 % test. `p_value` and `window_days` say how
 sure the verdict is and on what. A drop past the threshold that is not yet significant is reported
