@@ -126,9 +126,9 @@ class Pair:
         if not before[1]:
             return None
         for day in range(self.drift_day + 1, SIMULATED_DAYS + 1):
-            window = _pooled(self.frozen, range(max(self.drift_day + 1, day - WEEK + 1), day + 1))
-            lost = window[1] and accuracy_drift(before[0] / before[1], window[0] / window[1]) >= DEGRADED
-            if lost and _significant_drop(before, window):
+            hits, count = window = _pooled(self.frozen, range(max(self.drift_day + 1, day - WEEK + 1), day + 1))
+            if count and accuracy_drift(before[0] / before[1], hits / count) >= DEGRADED \
+                    and _significant_drop(before, window):
                 return day
         return None
 
@@ -344,9 +344,8 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
              f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores in {seconds / 60:.1f} min "
              "by `python -m benchmarks.drift_scenarios`.", "",
              "| scenario | model | degraded ≥ 15 % | flagged | median delay (days) | from the damage | from the loss | "
-             "accuracy "
-             "before | frozen worst week | served last 7 days | oracle last 7 days | recovered within 7 days | days to "
-             "recover | drift retrains (false) | live rollbacks |",
+             "accuracy before | frozen worst week | served last 7 days | oracle last 7 days | "
+             "recovered within 7 days | days to recover | drift retrains (false) | live rollbacks |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     totals: dict = {name: 0 for name in (
         "noise", "degraded", "flagged", "recovered", "short", "unjudged", "never_back", "stable_flags", "stable_false",
@@ -390,9 +389,8 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             lines.append(
                 f"| {scenario} | {model} | {len(degraded)}/{len(group)} | {len(flagged)}/{len(degraded)} | "
                 f"{_median(delays)} | {_median(damage_delays)} | {_median(loss_delays)} | {_fmt(mean('pre'))} | "
-                f"{_fmt(mean('worst'))} | "
-                f"{_fmt(mean('last'))} | {_fmt(mean('oracle'))} | {len(recovered)}/{len(flagged)} | "
-                f"{_median(recovery_days)} | {sum(g['flags'] for g in group)} "
+                f"{_fmt(mean('worst'))} | {_fmt(mean('last'))} | {_fmt(mean('oracle'))} | "
+                f"{len(recovered)}/{len(flagged)} | {_median(recovery_days)} | {sum(g['flags'] for g in group)} "
                 f"({sum(g['false_flags'] for g in group)}) | {sum(g['rollbacks'] for g in group)} |")
     per90 = 90 * totals["stable_false"] / totals["stable_days"] if totals["stable_days"] else 0.0
     delays = totals["delays"]
