@@ -2,6 +2,7 @@
 
 Run on demand (not in CI):
     .venv/bin/python -m benchmarks.bench_daemon [--days 180 --units 12 --repeats 3 --before default-storage]
+    (--before: default-storage, default-launcher or mirrored-logs)
 
 `retraining serve` (the embedded default: SQLite, the daemon's queue, 2 runs at once, dequeue every
 1 s, the thread rule) on the demo data, measured twice in one run, interleaved with the bare script:
@@ -9,7 +10,9 @@ Run on demand (not in CI):
   * before, `--before default-storage`: the same with Dagster's own `storage: sqlite:` instead of the
     pooled event log (instance_storage.py); `--before default-launcher`: the same with Dagster's
     `DefaultRunLauncher` (a fresh Python per run, importing everything again) instead of the
-    `WarmRunLauncher` (launcher.py), which forks each run from a process with the libraries imported.
+    `WarmRunLauncher` (launcher.py), which forks each run from a process with the libraries imported;
+    `--before mirrored-logs`: the same with Dagster's `LocalComputeLogManager` (run output mirrored to the
+    terminal live by four processes per run) instead of `EchoingComputeLogManager` (compute_logs.py).
 Rows: one retrain launched as the UI's Materialize button does, launch -> SUCCESS (median of
 `repeats`; the first launch of a service also starts the warm process), and all 7 model types
 launched at once (a backfill), first launch -> last SUCCESS. Baseline: a bare script doing the same
@@ -49,6 +52,8 @@ def home_for(work: Path, name: str, plant_db: Path, tuned: bool, before: str) ->
     config = yaml.safe_load((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
     if not tuned and before == "default-launcher":
         config.pop("run_launcher")
+    elif not tuned and before == "mirrored-logs":
+        config.pop("compute_logs")
     elif not tuned:
         config["storage"] = {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -88,7 +93,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--units", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before", choices=("default-storage", "default-launcher"), default="default-storage")
+    parser.add_argument("--before", choices=("default-storage", "default-launcher", "mirrored-logs"),
+                        default="default-storage")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     plant_db = work / "plant_data.sqlite"

@@ -12,7 +12,6 @@ from typing import Any
 
 import dagster as dg
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, ModelSpec, get_spec
@@ -29,6 +28,7 @@ from retraining_pipelines.settings import runs_per_machine
 from retraining_pipelines.training import (
     PRE_CHANGE_WEIGHT,
     TrainedModel,
+    cap_threads,
     learn_holdout,
     metrics_of,
     predict,
@@ -134,7 +134,7 @@ def fit_to_machine(instance: dg.DagsterInstance) -> int:
     """
     runs = runs_per_machine() or instance.get_concurrency_config().run_queue_config.max_concurrent_runs or 1
     threads = threads_per_run(os.cpu_count() or 1, runs)
-    threadpool_limits(limits=threads)  # this process only: a run's steps share it (in-process executor)
+    cap_threads(threads)  # this process only: a run's steps share it (in-process executor)
     return threads
 
 
@@ -169,7 +169,7 @@ def training_samples(context: dg.AssetExecutionContext, config: SamplesConfig, p
     if not context.has_partition_key:  # launched without the tag that names the model type
         raise dg.Failure(description="This run has no model type. Launch retrain_model_job for one partition: the "
                          f"tag dagster/partition set to one of {', '.join(MODEL_TYPES)}.", allow_retries=False)
-    tag_run_worker(context.instance, context.run.run_id)  # first step: say which process runs this retrain
+    tag_run_worker(context.instance, context.run)  # first step: say which process runs this retrain
     try:
         samples = plant_store.training_samples(context.partition_key, config.min_samples, config.time_range,
                                                config.end())

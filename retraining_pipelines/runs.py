@@ -67,9 +67,12 @@ def worker_tags(pid: int | None = None) -> dict[str, str]:
     return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), PROCESS_START_TAG: _process_start(pid)}
 
 
-def tag_run_worker(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Record that this process executes `run_id` (called from the run's first step)."""
-    instance.add_run_tags(run_id, worker_tags())
+def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Record that this process executes `run` (called from the run's first step), unless its tags say so
+    already: the service tags the runs it executes itself when it creates them, which saves a write."""
+    tags = worker_tags()
+    if any(run.tags.get(key) != value for key, value in tags.items()):
+        instance.add_run_tags(run.run_id, tags)
 
 
 def process_alive(pid: int, started: str = "") -> bool:

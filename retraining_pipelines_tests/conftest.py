@@ -96,16 +96,19 @@ def database() -> Iterator[str]:
         yield url
 
 
-#: The embedded default's storage, read from the committed `dagster_home/dagster.yaml`: the tests'
-#: instances store runs and events the way a user's service does (instance_storage.py).
-EMBEDDED_STORAGE = yaml.safe_load(
-    (Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml").read_text())["storage"]
+#: The embedded default's storage and compute logs, read from the committed `dagster_home/dagster.yaml`:
+#: the tests' instances store runs, events and run output the way a user's service does
+#: (instance_storage.py, compute_logs.py).
+_EMBEDDED = yaml.safe_load((Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml").read_text())
+EMBEDDED_STORAGE = _EMBEDDED["storage"]
+EMBEDDED_COMPUTE_LOGS = _EMBEDDED["compute_logs"]
 
 
 @contextmanager
 def project_instance(overrides: dict[str, Any] | None = None) -> Iterator[dg.DagsterInstance]:
-    """`dg.instance_for_test` (a temporary DAGSTER_HOME) with the embedded default's storage."""
-    with dg.instance_for_test(overrides={"storage": EMBEDDED_STORAGE, **(overrides or {})}) as inst:
+    """`dg.instance_for_test` (a temporary DAGSTER_HOME) with the embedded default's storage and compute logs."""
+    embedded = {"storage": EMBEDDED_STORAGE, "compute_logs": EMBEDDED_COMPUTE_LOGS}
+    with dg.instance_for_test(overrides={**embedded, **(overrides or {})}) as inst:
         yield inst
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import binom
 
@@ -24,7 +25,14 @@ from retraining_pipelines.promotion import (
     run_gate,
 )
 from retraining_pipelines.registry import ModelMetadata, ModelRegistry, ModelStatus, ModelVersion
-from retraining_pipelines.training import predict, time_split, train_model
+from retraining_pipelines.training import (
+    TimeSplit,
+    best_single_feature,
+    predict,
+    single_feature_rules,
+    time_split,
+    train_model,
+)
 from retraining_pipelines.versioning import parse_version
 
 from . import retrain_worker
@@ -220,3 +228,22 @@ def test_hold_out_predictions_of_other_features_are_refused_and_decide_nothing(
         run_gate(registry, model, features)
     assert registry.get_version(MODEL, record.version).status == ModelStatus.CANDIDATE
     assert registry.get_active_version(MODEL) is None
+
+
+def test_a_single_feature_rule_is_learnt_per_input_with_gaps_filled_and_empty_inputs_skipped() -> None:
+    """The `beats_single_feature_rule` check's yardstick: each input alone, NaN read as the training median."""
+    rng = np.random.default_rng(0)
+    n = 300
+    decisive = rng.uniform(0, 10, n)
+    labels = np.where(decisive > 5, "sick", "healthy")
+    gappy = decisive.copy()
+    gappy[::4] = np.nan  # a quarter missing: the median (~5) decides those rows, so they score ~half right
+    X = pd.DataFrame({"decisive": decisive, "gappy": gappy, "noise": rng.uniform(0, 1, n), "empty": np.nan})
+    y = pd.Series(labels)
+    split = TimeSplit(X[:200], y[:200], X[200:], y[200:], np.arange(200), np.arange(200, n))
+    scores = single_feature_rules(split, DISEASE)
+    assert set(scores) == {"decisive", "gappy", "noise"}  # nothing to learn from an input never measured
+    assert scores["decisive"] >= 0.98  # a threshold learnt between training rows: a hold-out row may fall inside
+    assert 0.8 < scores["gappy"] < 0.95
+    assert scores["noise"] < 0.7
+    assert best_single_feature(split, DISEASE) == ("decisive", scores["decisive"])

@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.settings import RUNS_PER_MACHINE_ENV
-from retraining_pipelines.training import threads_per_run
+from retraining_pipelines.training import cap_threads, threads_per_run
 from retraining_pipelines.workers import worker_env
 from retraining_pipelines_tests.helpers import metadata_of, retrain
 
@@ -54,3 +54,14 @@ def test_a_worker_tells_its_runs_its_concurrency_unless_told_how_many_share_the_
     assert worker_env(2) == {RUNS_PER_MACHINE_ENV: "2"}
     monkeypatch.setenv(RUNS_PER_MACHINE_ENV, "4")  # two workers of concurrency 2 on one machine
     assert worker_env(2) == {RUNS_PER_MACHINE_ENV: "4"}
+
+
+def test_the_cap_is_applied_on_every_retrain_even_when_other_code_changed_it_meanwhile() -> None:
+    """`cap_threads` keeps the libraries it found, not the limit: a limit set by other code never survives it."""
+    with threadpool_limits(limits=None):  # whatever this test sets is undone at its end
+        cap_threads(1)
+        assert _openmp_threads() == {1}
+        threadpool_limits(limits=2)  # e.g. the user's own code in the same process
+        assert _openmp_threads() == {2}
+        cap_threads(1)
+        assert _openmp_threads() == {1}
