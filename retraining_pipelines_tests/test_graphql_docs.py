@@ -50,6 +50,7 @@ def test_every_documented_operation_works_on_a_live_service(tmp_path: Path) -> N
         gate = next(_metadata(m["metadataEntries"]) for m in run["assetMaterializations"]
                     if m["assetKey"]["path"] == ["validation_metrics"])
         assert gate["promoted"] is True and gate["active_version"] == gate["new_version"] == "1.0.0"
+        _run_output_is_served_as_the_ui_reads_it(url, launched["run"]["runId"])
 
         latest = _run(url, "latest_gate_decisions", {"modelTypes": list(MODEL_TYPES)})["assetOrError"]
         newest = {m["partition"]: _metadata(m["metadataEntries"]) for m in reversed(latest["assetMaterializations"])}
@@ -91,6 +92,17 @@ def _launches_without_a_model_type_are_refused(url: str) -> None:
                         "{ ... on Runs { results { runId tags { key value } } } } }")["runsOrError"]["results"]
     assert all({"key": "dagster/partition", "value": "durian"} not in r["tags"] for r in runs)
     assert all(any(t["key"] == "dagster/partition" for t in r["tags"]) for r in runs), runs
+
+
+def _run_output_is_served_as_the_ui_reads_it(url: str, run_id: str) -> None:
+    """The UI's *stdout / stderr* view of a run the daemon launched (`compute_logs.py` writes the files)."""
+    events = graphql(url, "query L($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { "
+                     "__typename ... on LogsCapturedEvent { fileKey } } } } }", {"id": run_id})
+    [file_key] = [e["fileKey"] for e in events["logsForRun"]["events"] if e["__typename"] == "LogsCapturedEvent"]
+    logs = graphql(url, "query C($key: [String!]!) { capturedLogs(logKey: $key) { stdout stderr } }",
+                   {"key": [run_id, "compute_logs", file_key]})["capturedLogs"]
+    assert 'Started execution of step "training_samples"' in logs["stderr"], logs
+    assert "disease v1.0.0: promoted" in logs["stderr"]
 
 
 def _readme_client_snippet(url: str) -> None:
