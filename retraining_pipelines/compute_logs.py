@@ -84,10 +84,12 @@ def captured(stream: IO[str], path: str) -> Iterator[None]:
 
 
 def _descriptor(stream: IO[str]) -> int | None:
+    """The stream's file descriptor; None for a stream without one (pytest's capture, Celery's logging proxy)."""
     try:
-        return stream.fileno()
+        fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
         return None
+    return fd if isinstance(fd, int) else None
 
 
 def _echo(path: str, start: int, fd: int) -> None:
