@@ -16,6 +16,7 @@ behind it, as there is nothing to orphan.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -98,11 +99,8 @@ def _echo(path: str, start: int, fd: int) -> None:
     A terminal that went away (a closed pipe) loses only this copy; the files keep everything.
     """
     try:
-        with open(path, "rb") as captured_file:
+        with open(path, "rb") as captured_file, open(fd, "wb", closefd=False) as terminal:
             captured_file.seek(start)
-            while chunk := captured_file.read(CHUNK_BYTES):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+            shutil.copyfileobj(captured_file, terminal, CHUNK_BYTES)
     except OSError:
         pass
