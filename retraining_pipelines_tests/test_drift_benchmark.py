@@ -5,9 +5,23 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from benchmarks.drift_scenarios import SIMULATED_DAYS, WEEK, Pair, combine, report, run_world, save
+from benchmarks.drift_scenarios import (
+    END,
+    SIMULATED_DAYS,
+    WEEK,
+    Pair,
+    combine,
+    panel_world,
+    report,
+    run_world,
+    save,
+    served_rows,
+)
+from retraining_pipelines.crops import CROPS
+from retraining_pipelines.generator import GeneratorConfig, generate
 
 MODEL = "disease"
 
@@ -31,6 +45,44 @@ def test_a_drift_that_hurts_is_flagged_within_days_and_a_retrain_is_served(drift
     assert drifted.promoted[0] == 0 and len(drifted.promoted) >= 2, "a drift retrain was served"
     assert summary["last"] > summary["worst"] + 0.1, summary
     assert summary["oracle"] is not None and summary["recovered"], summary  # back within 3 points
+
+
+def test_the_served_versions_are_also_judged_on_the_twin_panel(drifted) -> None:
+    """The panel scores what was served on many more labels than the units' own; the yardstick the
+    recovery target is judged by when a dozen labels a day cannot tell 3 points from noise."""
+    summary = drifted.summary()
+    assert set(drifted.panel) == set(drifted.daily) and set(drifted.panel_frozen) == set(drifted.frozen)
+    assert sum(n for _, n in drifted.panel.values()) > sum(n for _, n in drifted.daily.values())
+    assert summary["panel_degraded"], summary  # the recalibrated sensor costs the twins what it cost the units
+    assert summary["panel_after"] > summary["panel_worst"] + 0.1, summary  # the drift retrain serves there too
+    assert drifted.panel_oracle is not None and summary["panel_recovered"] is not None
+    assert "On the twin panel" in report([drifted], DRIFTED_UNITS, 1, 1.0)
+
+
+def test_the_panel_is_twin_units_the_service_never_saw() -> None:
+    """The same seed's world on other units, with the world's crops only: at 8 units, 4 twins each
+    (ids a crop cycle apart share crop, greenhouse and grower's hours) - never one of the service's units."""
+    config = GeneratorConfig(end=END, days=10, units=8, seed=3)
+    world, panel = generate(config).tables(), panel_world(config, 32)
+    assert set(panel["grow_units"].unit_id).isdisjoint(world["grow_units"].unit_id)
+    assert len(panel["grow_units"]) == 32
+    crops = world["grow_units"].set_index("unit_id")
+    for row in panel["grow_units"].itertuples():
+        twin = crops.loc[(row.unit_id - 1) % len(CROPS) + 1]
+        assert (row.crop, row.environment) == (twin.crop, twin.environment), row
+    assert panel["grow_units"].crop.value_counts().eq(4).all()
+    assert all(set(frame.unit_id) <= set(panel["grow_units"].unit_id) for frame in panel.values())
+    assert not panel["sensor_readings"].empty and not panel["irrigation_events"].empty
+
+
+def test_each_event_is_scored_by_the_version_that_served_at_its_time() -> None:
+    """A version serves from its promotion (or rollback) until the next takes over; a restored version
+    serves again - as the app logged it."""
+    ts = list(range(0, 100, 10))
+    predicted = {v: pd.DataFrame({"ts": ts, "prediction": v, "actual": "a"}) for v in ("v1", "v2")}
+    rows = served_rows(predicted, [(0, "v1"), (35, "v2"), (70, "v1")])
+    assert rows.ts.tolist() == ts
+    assert rows.prediction.tolist() == ["v1"] * 4 + ["v2"] * 3 + ["v1"] * 3
 
 
 def test_a_stable_world_raises_no_alarm() -> None:
