@@ -554,6 +554,10 @@ def panel_report(results: list[Pair]) -> list[str]:
 
     lines += ["", "- the pairs degraded and flagged by the service's own labels (the table above): back within 3 "
               f"points of min(pre-drift, oracle) on the panel from 7 days after the flag: {recovered(own)}",
+              "- the same pairs by both yardsticks: recovered on both {}, on neither {}, only by the units' own "
+              "labels {}, only on the panel {}".format(*(sum((g["recovered"], g["panel_recovered"]) == k for g in own)
+                                                        for k in ((True, True), (False, False), (True, False),
+                                                                  (False, True)))),
               f"- pairs degraded on the panel: {len(degraded)}, flagged {len(flagged)} "
               f"({sum(g['degraded'] for g in degraded)} of them degraded by the units' own labels too); "
               f"recovered on the panel: {recovered(flagged)}",

@@ -56,7 +56,11 @@ def test_the_served_versions_are_also_judged_on_the_twin_panel(drifted) -> None:
     assert summary["panel_degraded"], summary  # the recalibrated sensor costs the twins what it cost the units
     assert summary["panel_after"] > summary["panel_worst"] + 0.1, summary  # the drift retrain serves there too
     assert drifted.panel_oracle is not None and summary["panel_recovered"] is not None
-    assert "On the twin panel" in report([drifted], DRIFTED_UNITS, 1, 1.0)
+    both = (summary["recovered"], summary["panel_recovered"])
+    slots = [(True, True), (False, False), (True, False), (False, True)]
+    counts = ", ".join(str(int(both == slot)) for slot in slots)
+    line = next(x for x in report([drifted], DRIFTED_UNITS, 1, 1.0).splitlines() if "by both yardsticks" in x)
+    assert [int(n) for n in line.replace(",", " ").split() if n.isdigit()] == [int(n) for n in counts.split(", ")]
 
 
 def test_the_panel_is_twin_units_the_service_never_saw() -> None:
