@@ -1,4 +1,5 @@
-"""The embedded default's event log keeps its connections (instance_storage.py): real processes, real files.
+"""The embedded default's event log and run storage keep their connections (instance_storage.py): real
+processes, real files.
 
 What pooling could break, each tried for real: another process's writes must be seen through
 connections opened before them; a process SIGKILLed mid-run must leave every database whole and
@@ -10,6 +11,7 @@ must be the one Dagster creates, and processes creating it at once must all writ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -30,7 +32,7 @@ from dagster.version import __version__ as dagster_version
 
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.datastore import PlantDataStore
-from retraining_pipelines.instance_storage import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
+from retraining_pipelines.instance_storage import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage, PooledSqliteRunStorage
 from retraining_pipelines.jobstore import JobStore
 from retraining_pipelines.runs import PARTITION_TAG
 
@@ -52,6 +54,7 @@ def instance_home(isolated_dagster_home: Path) -> Path:
 def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert isinstance(instance.run_storage, PooledSqliteRunStorage)
         yield instance
 
 
@@ -81,7 +84,7 @@ def _open_event_log_files(home: Path) -> list[str]:
             target = os.readlink(fd)
         except OSError:
             continue
-        if target.startswith(str(home / "history" / "runs")) and ".db" in target:
+        if target.startswith(str(home / "history" / "runs") + os.sep) and ".db" in target:  # not runs.db
             targets.append(target)
     return targets
 
@@ -91,6 +94,7 @@ def test_another_processs_retrain_is_read_through_connections_opened_before_it(
 ) -> None:
     with _instance(instance_home) as instance:
         assert _materializations(instance, "trained_model") == []  # the index connection is now open and pooled
+        assert instance.get_runs() == [] and instance.run_storage._pooled is not None  # runs.db's too
         _finish(start(instance_home, plant_db_url, "disease"))
 
         [run] = instance.get_runs()
@@ -106,8 +110,10 @@ def test_two_runs_racing_in_two_processes_are_both_recorded_in_full(
 ) -> None:
     with _instance(instance_home) as instance:
         workers = [start(instance_home, plant_db_url, m) for m in ("disease", "growth_stage")]
-        while any(w.poll() is None for w in workers):  # this process reads the index while both write it
+        while any(w.poll() is None for w in workers):  # this process reads while both write
             _materializations(instance, "trained_model")
+            for run in instance.get_runs():  # and writes runs.db as they do (as the UI tags a run)
+                instance.add_run_tags(run.run_id, {"watched": "yes"})
             time.sleep(0.05)
         for worker in workers:
             _finish(worker)
@@ -115,7 +121,7 @@ def test_two_runs_racing_in_two_processes_are_both_recorded_in_full(
         runs = instance.get_runs()
         assert sorted(r.tags[PARTITION_TAG] for r in runs) == ["disease", "growth_stage"]
         for run in runs:
-            assert run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["watched"] == "yes"
             steps = [e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)]
             assert sorted(steps) == sorted(RETRAIN_STEPS)
         for asset in RETRAIN_STEPS:
@@ -161,6 +167,8 @@ def test_a_forked_child_connects_anew_and_both_keep_writing(instance_home: Path)
         instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "parent"}))
         parent_files = _open_event_log_files(instance_home)
         assert parent_files, "the parent keeps its connections"
+        run_id = dg.materialize([tiny], instance=instance).run_id
+        assert instance.run_storage._pooled is not None, "and its runs.db engine"
 
         pid = os.fork()
         if pid == 0:  # the child: nothing of the parent's may be used, and writing must work
@@ -168,8 +176,10 @@ def test_a_forked_child_connects_anew_and_both_keep_writing(instance_home: Path)
             try:
                 storage = instance.event_log_storage
                 inherited = list(storage._engines)  # the pool the fork left behind
+                inherited_runs = instance.run_storage._pooled
                 instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "child"}))
-                code = 0 if not inherited else 2
+                instance.add_run_tags(run_id, {"by": "child"})
+                code = 0 if not inherited and inherited_runs is None else 2
             finally:
                 os._exit(code)
         deadline = time.monotonic() + 120
@@ -183,6 +193,9 @@ def test_a_forked_child_connects_anew_and_both_keep_writing(instance_home: Path)
         assert os.waitstatus_to_exitcode(status) == 0, "the child reused its parent's connections or could not write"
 
         instance.report_runless_asset_event(dg.AssetMaterialization(probe, metadata={"by": "parent again"}))
+        assert instance.get_run_by_id(run_id).tags["by"] == "child"
+        instance.add_run_tags(run_id, {"then": "parent"})
+        assert instance.get_run_by_id(run_id).tags["then"] == "parent"
         records = instance.fetch_materializations(probe, limit=10).records
         by = [r.asset_materialization.metadata["by"].value for r in records]
         assert sorted(by) == ["child", "parent", "parent again"]
@@ -211,6 +224,31 @@ def test_reading_many_runs_keeps_only_a_few_files_open_and_a_wipe_leaves_none_de
         assert dg.materialize([tiny], instance=instance).success
         assert len(instance.get_runs()) == 1
         _databases_whole(instance_home)
+
+
+def test_the_runs_storage_never_makes_a_caller_wait_and_keeps_two_connections(tmp_path: Path) -> None:
+    """Dagster opened a connection per statement, so nested and concurrent callers never waited for one;
+    with the pool they still do not, only two stay open once they are done, and the files SQLite keeps
+    for reuse (it defers closing a file other connections of the process still lock) do not grow."""
+    storage = PooledSqliteRunStorage.from_local(str(tmp_path))
+    runs_db = str(tmp_path / "runs.db")
+    held = []
+    for _ in range(3):
+        with contextlib.ExitStack() as stack:
+            connections = [stack.enter_context(storage.connect()) for _ in range(12)]
+            assert [c.exec_driver_sql("SELECT count(*) FROM runs").scalar() for c in connections] == [0] * 12
+        assert storage._pooled.pool.checkedin() == 2
+        held.append(len([fd for fd in Path("/proc/self/fd").iterdir() if _target(fd) == runs_db]))
+    assert held[0] <= 12 and held == [held[0]] * 3, held
+    storage.dispose()
+    assert not [fd for fd in Path("/proc/self/fd").iterdir() if _target(fd) == runs_db]
+
+
+def _target(fd: Path) -> str | None:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return None
 
 
 def test_a_home_written_by_dagsters_own_storage_is_read_and_extended_as_it_is(instance_home: Path) -> None:
