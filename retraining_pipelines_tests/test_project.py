@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ def test_committed_instance_config_queues_two_runs_and_one_per_model_type(tmp_pa
         assert queue.tag_concurrency_limits == [
             {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         ]
-        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert isinstance(instance.run_storage, SqliteRunStorage)  # Dagster's SQLite files (its engine kept)
         assert Path(instance.root_directory) == tmp_path
     finally:
         instance.dispose()
