@@ -18,6 +18,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -242,6 +243,28 @@ def test_the_runs_storage_never_makes_a_caller_wait_and_keeps_two_connections(tm
     assert held[0] <= 12 and held == [held[0]] * 3, held
     storage.dispose()
     assert not [fd for fd in Path("/proc/self/fd").iterdir() if _target(fd) == runs_db]
+
+
+def test_the_runs_storage_serves_threads_from_one_pool(tmp_path: Path) -> None:
+    """The web server answers GraphQL on threads: a connection one thread returned serves another."""
+    storage = PooledSqliteRunStorage.from_local(str(tmp_path))
+    errors: list[str] = []
+
+    def reads() -> None:
+        try:
+            for _ in range(30):
+                with storage.connect() as conn:
+                    conn.exec_driver_sql("SELECT count(*) FROM runs").scalar()
+        except Exception as err:  # every thread's failure is the test's
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=reads) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and storage._pooled.pool.checkedin() == 2
+    storage.dispose()
 
 
 def _target(fd: Path) -> str | None:
