@@ -158,8 +158,7 @@ class Pair:
         worst_end, worst_week = _worst_week(self.frozen, self.drift_day)
         worst = worst_week[0] / worst_week[1] if worst_week else None
         last = _mean(self.daily, range(SIMULATED_DAYS - WEEK + 1, SIMULATED_DAYS + 1))
-        dropped = bool(pre and worst is not None and (pre - worst) / pre >= DEGRADED)
-        degraded = dropped and _significant_drop(_pooled(self.frozen, range(1, self.drift_day + 1)), worst_week)
+        dropped, degraded = _degraded(_pooled(self.frozen, range(1, self.drift_day + 1)), worst_week)
         after = [f for f in self.flags if f > self.drift_day]
         delay = (after[0] - self.drift_day) if after else None
         # a gradual drift (a heat wave building up) can cost a model nothing for its first week or two:
@@ -195,12 +194,11 @@ class Pair:
         pre = before[0] / before[1] if before[1] else None
         _, worst_week = _worst_week(self.panel_frozen, self.drift_day)
         worst = worst_week[0] / worst_week[1] if worst_week else None
-        degraded = bool(pre and worst is not None and (pre - worst) / pre >= DEGRADED
-                        and _significant_drop(before, worst_week))
+        _, degraded = _degraded(before, worst_week)
         target = min(pre, self.panel_oracle) if pre is not None and self.panel_oracle is not None else pre
         recovered, short, since = _recovery(self.panel, flag, target)
-        after = (_mean(self.panel, range(flag + RECOVERY_DAYS, SIMULATED_DAYS + 1))
-                 if flag is not None and flag + RECOVERY_DAYS <= SIMULATED_DAYS else None)
+        window = _judged_days(flag)
+        after = _mean(self.panel, window) if window else None
         return {"panel_pre": pre, "panel_worst": worst, "panel_after": after, "panel_oracle": self.panel_oracle,
                 "panel_degraded": degraded, "panel_recovered": recovered, "panel_short": short,
                 "panel_since": since, "panel_target": target}
@@ -213,13 +211,31 @@ def _worst_week(frozen: dict[int, Hits], drift_day: int) -> tuple[int | None, Hi
     return min(((d, w) for d, w in weeks if w[1]), key=lambda dw: dw[1][0] / dw[1][1], default=(None, None))
 
 
+def _degraded(before: Hits, worst_week: Hits | None) -> tuple[bool, bool]:
+    """(dropped, degraded): the worst week `DEGRADED` below the record before the drift, and that
+    significantly (not a week of noise)."""
+    if not before[1] or not before[0] or worst_week is None:
+        return False, False
+    dropped = (before[0] / before[1] - worst_week[0] / worst_week[1]) / (before[0] / before[1]) >= DEGRADED
+    return dropped, dropped and _significant_drop(before, worst_week)
+
+
+def _judged_days(flag: int | None) -> range | None:
+    """The days recovery is judged on: from `RECOVERY_DAYS` after the flag to the end (None: no flag,
+    or too late for that)."""
+    if flag is None or flag + RECOVERY_DAYS > SIMULATED_DAYS:
+        return None
+    return range(flag + RECOVERY_DAYS, SIMULATED_DAYS + 1)
+
+
 def _recovery(daily: dict[int, Hits], flag: int | None, target: float | None) -> tuple[bool | None, bool | None,
                                                                                         str | None]:
-    """Is the served model back within `RECOVERED_POINTS` of `target` from `RECOVERY_DAYS` after the
-    flag on (pooled), and if not, significantly short of it? None: no flag, or too late to judge."""
-    if flag is None or target is None or flag + RECOVERY_DAYS > SIMULATED_DAYS:
+    """Is the served model back within `RECOVERED_POINTS` of `target` over `_judged_days` (pooled), and
+    if not, significantly short of it? None: no flag, or too late to judge."""
+    days = _judged_days(flag)
+    if days is None or target is None:
         return None, None, None
-    hits, count = _pooled(daily, range(flag + RECOVERY_DAYS, SIMULATED_DAYS + 1))
+    hits, count = _pooled(daily, days)
     recovered = bool(count) and hits / count >= target - RECOVERED_POINTS
     short = not recovered and _significantly_below(hits, count, target - RECOVERED_POINTS)
     return recovered, short, (f"{hits}/{count} = {hits / count:.2f}" if count else "no labels")
@@ -366,9 +382,8 @@ def _score_on_panel(panel: PlantDataStore, tables: dict[str, pd.DataFrame], stor
 def served_rows(predicted: dict[str, pd.DataFrame], history: list[tuple[int, str]]) -> pd.DataFrame:
     """What the app would have logged: each event predicted by the version serving at its time
     (`history`: (from ts, version), in order; a version serves until the next one takes over)."""
-    untils = [since for since, _ in history[1:]] + [None]
-    parts = [predicted[version].loc[(predicted[version].ts >= since)
-                                    & ((predicted[version].ts < until) if until is not None else True)]
+    untils = [since for since, _ in history[1:]] + [np.iinfo(np.int64).max]
+    parts = [predicted[version].loc[(predicted[version].ts >= since) & (predicted[version].ts < until)]
              for (since, version), until in zip(history, untils, strict=True)]
     return pd.concat(parts, ignore_index=True)
 

@@ -73,7 +73,8 @@ from sqlalchemy.pool import NullPool
 RUN_SHARDS_KEPT = 8
 SQLITE_FILE_MODE = 0o644  # SQLite's default for the files it creates (SQLITE_DEFAULT_FILE_PERMISSIONS)
 
-_LIVE: weakref.WeakSet[PooledSqliteEventLogStorage] = weakref.WeakSet()
+#: Every pooled storage of this process: a forked child makes each forget its parent's connections.
+_LIVE: weakref.WeakSet[PooledSqliteEventLogStorage | PooledSqliteRunStorage] = weakref.WeakSet()
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -167,6 +168,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         for engine in engines:
             engine.dispose(close=close)
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's connections are not ours, nor is a lock a parent thread held."""
+        self._drop_engines(close=False)
+        self._db_lock = threading.Lock()
+
     def wipe(self) -> None:
         with self._db_lock:
             self._drop_engines()
@@ -185,7 +191,7 @@ class PooledSqliteRunStorage(SqliteRunStorage):
         super().__init__(conn_string, inst_data)
         self._pooled: Engine | None = None
         self._pool_lock = threading.Lock()
-        _LIVE_RUNS.add(self)
+        _LIVE.add(self)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -207,22 +213,19 @@ class PooledSqliteRunStorage(SqliteRunStorage):
         if engine is not None:
             engine.dispose(close=close)
 
+    def _after_fork(self) -> None:
+        """In a forked child: as the event log's."""
+        self._pool_lock = threading.Lock()
+        self._drop_engine(close=False)
+
     def dispose(self) -> None:
         super().dispose()
         self._drop_engine()
 
 
-_LIVE_RUNS: weakref.WeakSet[PooledSqliteRunStorage] = weakref.WeakSet()
-
-
 def _after_fork_in_child() -> None:
     for storage in list(_LIVE):
-        storage._drop_engines(close=False)
-        # a lock some parent thread held at the fork stays held in the child: start with a free one
-        storage._db_lock = threading.Lock()
-    for runs in list(_LIVE_RUNS):
-        runs._pool_lock = threading.Lock()
-        runs._drop_engine(close=False)
+        storage._after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
