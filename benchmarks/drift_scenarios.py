@@ -138,9 +138,7 @@ class Pair:
         if not before[1]:
             return None
         for day in range(self.drift_day + 1, SIMULATED_DAYS + 1):
-            hits, count = window = _pooled(self.frozen, range(max(self.drift_day + 1, day - WEEK + 1), day + 1))
-            if count and accuracy_drift(before[0] / before[1], hits / count) >= DEGRADED \
-                    and _significant_drop(before, window):
+            if _degraded(before, _pooled(self.frozen, range(max(self.drift_day + 1, day - WEEK + 1), day + 1)))[1]:
                 return day
         return None
 
@@ -214,9 +212,9 @@ def _worst_week(frozen: dict[int, Hits], drift_day: int) -> tuple[int | None, Hi
 def _degraded(before: Hits, worst_week: Hits | None) -> tuple[bool, bool]:
     """(dropped, degraded): the worst week `DEGRADED` below the record before the drift, and that
     significantly (not a week of noise)."""
-    if not before[1] or not before[0] or worst_week is None:
+    if not before[1] or worst_week is None or not worst_week[1]:
         return False, False
-    dropped = (before[0] / before[1] - worst_week[0] / worst_week[1]) / (before[0] / before[1]) >= DEGRADED
+    dropped = accuracy_drift(before[0] / before[1], worst_week[0] / worst_week[1]) >= DEGRADED
     return dropped, dropped and _significant_drop(before, worst_week)
 
 
