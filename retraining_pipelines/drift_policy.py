@@ -15,18 +15,15 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
 * No request while a retrain of that model is queued or running, or within the cool-down
   (`RETRAINING_DRIFT_COOLDOWN_HOURS`, default 12) of the last one. Runs whose process died are
   marked failed first (`runs.sweep`), so a dead run never blocks this.
-* **Learn from the world since the change - or from it and what did not change.** The drift verdict
-  estimates when the version's logged accuracy dropped (`change_days_ago`, a likelihood-ratio split of
-  its daily hits). A drift retrain's recent window starts there (stretched by the hold-out share, at
-  least 7 days, at most the job's `time_range`, and widened only as far as the job's `min_samples`
-  need); its newest fifth is the hold-out. The samples reach back the job's whole `time_range`, and
-  two candidates are fitted: on the recent window and on the whole one, rows from before the change
-  weighted down in both (`training.PRE_CHANGE_WEIGHT`); the one more accurate on the hold-out is kept
-  (`training.choose_window`, `drift_run_config`). A changed habit or a heat wave's disease pressure
-  is learned from the weeks since; irrigation at ~5 outcomes a day still needs the months before.
-  Without a clear change point it learns the job's window, halved per retry. A drop before the
-  version's first logged day (`change_before_log`: dated from the newest row the version saw) is
-  dated less surely: its retries halve the recent window too, and it gets no follow-up.
+* **Learn from the world since the change.** The drift verdict estimates when the version's logged
+  accuracy dropped (`change_days_ago`, a likelihood-ratio split of its daily hits). A drift retrain
+  learns from that day on (stretched by the hold-out share, at least 7 days, at most the job's
+  `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
+  describe a world that is gone - and where `min_samples` forces older rows in (a hobby grower's
+  ~5 irrigation outcomes a day), they are weighted down (`training.PRE_CHANGE_WEIGHT`). Without a
+  clear change point it uses the job's window, halved per retry. A drop before the version's first
+  logged day (`change_before_log`: dated from the newest row the version saw) is dated less surely:
+  its retries halve the window too, and it gets no follow-up.
 * **Learn the newest rows too.** Every drift retrain asks the pipeline to learn its hold-out once
   the hold-out has judged it (`learn_holdout`, `training.learn_holdout`): after a change the newest
   fifth of the window is much of what the new world has shown (BENCHMARKS.md: recovered pairs
@@ -35,8 +32,8 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   rows before it: served, it is not yet as good as the new world allows; made a day or two after
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
   new world has accumulated (`FOLLOW_UP_S` after the request), if the active version - the drift
-  retrain or the drifted one - still learned from before the change, a follow-up retrain chooses
-  again, its recent window the rows since the change, and the gate decides again. A week later a
+  retrain or the drifted one - still learned from before the change, a follow-up retrain learns
+  from the rows since it (older ones weighted down), and the gate decides again. A week later a
   second one learns the two weeks since (`FOLLOW_UPS`): a week of a new world is still little to
   learn from at a grower's few labels a day (BENCHMARKS.md: served accuracy up on 7 of 42 rows at
   8 units and 8 at 40, none down, no more false retrains).
@@ -194,19 +191,6 @@ def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, stor
     days = math.ceil(metrics.change_days_ago / (1 - HOLDOUT_FRACTION))
     # a drop before the log is dated only as "after the version's newest row": retries move closer
     return _widened(job, min(days, halved) if metrics.change_before_log else days, store, end)
-
-
-def drift_run_config(job: StoredJob, window: str, as_of: datetime | None, now: datetime,
-                     changed_at: datetime | None) -> dict[str, Any]:
-    """A drift retrain's run config. With the change dated, `window` (`retrain_time_range`) is the
-    recent candidate's window and its newest fifth the hold-out, while the samples reach back the
-    job's whole `time_range` for the other candidate (`training.choose_window`); without a date, the
-    retrain learns `window` alone, unweighted."""
-    if changed_at is None:
-        return samples_run_config(window, job.min_samples, as_of, learn_holdout=True)
-    recent_from = now - timedelta(seconds=validation.time_range(window))
-    return samples_run_config(job.time_range, job.min_samples, as_of, changed_at, learn_holdout=True,
-                              recent_from=recent_from)
 
 
 def _widened(job: StoredJob, days: int, store: PlantDataStore, end: datetime) -> str:
@@ -393,7 +377,7 @@ def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, a
     return dg.RunRequest(
         run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
         partition_key=job.model_type,
-        run_config=drift_run_config(job, time_range, as_of, now, changed_at),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
         tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
               **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
     )
@@ -445,7 +429,7 @@ def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt:
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
-        run_config=drift_run_config(job, time_range, as_of, datetime.fromtimestamp(span.end_ts, UTC), changed_at),
+        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),

@@ -110,10 +110,8 @@ def validate_job(
     )
 
 
-#: How far back the seeded safety nets' drift retrains may reach: the spec's 90 days. A drift retrain
-#: judges on the rows since the change and weighs older ones down, and it keeps the candidate fitted
-#: on the weeks since the change when that one is the more accurate (`training.choose_window`).
-DRIFT_TIME_RANGE = "last_90d"
+#: After drift the recent past is what a model must learn, so the seeded safety nets retrain on it.
+DRIFT_TIME_RANGE = "last_30d"
 #: The spec's recommended set-up, seeded once on first start; users may remove any of it.
 DEFAULT_JOBS: tuple[JobSpec, ...] = (
     validate_job("climate_optimizer", "weekly", schedule_day=2, schedule_time="03:00", min_samples=100),

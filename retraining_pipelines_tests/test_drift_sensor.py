@@ -45,19 +45,6 @@ from .helpers import drift_sensor_tick, metadata_of, pipeline_resources, retrain
 
 MODEL = "disease"
 NOW = TEST_CONFIG.end
-
-
-def recent_window(request: dg.RunRequest, job_range: str = "last_28d") -> str:
-    """The window a drift retrain was asked to learn from: with the change dated, its recent candidate's
-    (`recent_from`; the samples then reach back the job's whole `time_range`), else the samples' own."""
-    ops = request.run_config["ops"]
-    samples = ops["training_samples"]["config"]
-    recent_from = ops.get("trained_model", {}).get("config", {}).get("recent_from")
-    if recent_from is None:
-        return samples["time_range"]
-    assert samples["time_range"] == job_range, "the other candidate learns the job's whole window"
-    end = datetime.fromisoformat(samples["as_of"]) if "as_of" in samples else datetime.now(UTC)
-    return f"last_{round((end - datetime.fromisoformat(recent_from)) / timedelta(days=1))}d"
 DRIFT_START = NOW - timedelta(days=30)
 
 
@@ -181,7 +168,8 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
                                                                         with_features=False)
         assert len(result.run_requests) == 1, result.skip_reason
         request = result.run_requests[0]
-        assert recent_window(request) == f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d"
+        assert request.run_config["ops"]["training_samples"]["config"]["time_range"] == (
+            f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d")
         assert json.loads(result.cursor)[MODEL]["change_ts"] is None, "nothing to follow up"
         job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def(RETRAIN_JOB)
         run = job.execute_in_process(partition_key=MODEL, run_config=request.run_config, tags=request.tags,
@@ -198,12 +186,12 @@ def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: N
         log = Notifier(log_path=str(tmp_path / "notifications.jsonl"))
         confirmed = world.confirmed()
         cursor = confirmed.cursor
-        windows = [recent_window(confirmed.run_requests[0])]
+        windows = [confirmed.run_requests[0].run_config["ops"]["training_samples"]["config"]["time_range"]]
         for _ in range(3):  # the requested retrains are never run: as if each one was rejected
             tick = world.sensor(cursor=cursor)
             assert len(tick.run_requests) == 1, tick.skip_reason
             request = tick.run_requests[0]
-            windows.append(recent_window(request))
+            windows.append(request.run_config["ops"]["training_samples"]["config"]["time_range"])
             cursor = tick.cursor
         clock = DriftDetector(world.registry, world.store).check_logged(MODEL, end=datetime.now(UTC),
                                                                         with_features=False)
@@ -363,13 +351,13 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         # a cursor written when an episode had one follow-up at most said `true`: that one counts
         legacy = {**cursor, MODEL: {**cursor[MODEL], FOLLOWED_UP: True}}
         assert len(evaluate(cursor=legacy, now=due).run_requests) == 1
-        windows = [recent_window(follow_up)]
+        windows = [follow_up.run_config["ops"]["training_samples"]["config"]["time_range"]]
         for _ in range(FOLLOW_UPS - 1):
             followed = evaluate(cursor=cursor, now=due)
             (again,) = followed.run_requests
             assert again.tags[ATTEMPT_TAG] == "follow-up"
             assert again.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
-            windows.append(recent_window(again))
+            windows.append(again.run_config["ops"]["training_samples"]["config"]["time_range"])
             cursor, due = followed.cursor, due + timedelta(seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due).run_requests == [], "FOLLOW_UPS per drift episode"
         days = [int(w.removeprefix("last_").removesuffix("d")) for w in windows]
