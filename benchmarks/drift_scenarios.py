@@ -6,7 +6,7 @@ the real service loop runs over the last `SIMULATED_DAYS` days, as of each simul
 1. day 0: every model type is trained through the real pipeline and gate (as of that day);
 2. every served version logs its predictions with their outcomes, as the plant app would;
 3. every day the drift policy (`drift_policy.evaluate_drift_jobs`, the sensor's own code) checks
-   every model against its on_drift job (threshold 0.15, `last_30d`, the catalog's `min_samples`)
+   every model against its on_drift job (threshold 0.15, `jobstore.DRIFT_TIME_RANGE`, the catalog's `min_samples`)
    and each requested retrain runs through the real pipeline and gate.
 
 Two yardsticks are measured beside the service, on the same logged events:
@@ -77,7 +77,13 @@ from retraining_pipelines.errors import InsufficientSamplesError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DRIFT_KINDS, DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.io_manager import ModelRegistryResource
-from retraining_pipelines.jobstore import DEFAULT_DRIFT_SIGNAL, DRIFT_SIGNALS, JobStore, validate_job
+from retraining_pipelines.jobstore import (
+    DEFAULT_DRIFT_SIGNAL,
+    DRIFT_SIGNALS,
+    DRIFT_TIME_RANGE,
+    JobStore,
+    validate_job,
+)
 from retraining_pipelines.notifications import Notifier
 from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.registry import TRIGGER_TAG, ModelRegistry
@@ -312,7 +318,7 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
     jobs = JobStore(home / "jobs.sqlite")
     for model in models:
         jobs.add(validate_job(model, "on_drift", drift_threshold=0.15, min_samples=get_spec(model).min_samples,
-                              time_range="last_30d", drift_signal=drift_signal))
+                              time_range=DRIFT_TIME_RANGE, drift_signal=drift_signal))
     notifier = Notifier(log_path=str(home / "notifications.jsonl"))
     resources = default_resources(store, ModelRegistryResource(registry_dir=str(home / "registry")), notifier)
     registry: ModelRegistry = resources["model_registry"].get()

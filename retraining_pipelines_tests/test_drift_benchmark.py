@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from benchmarks.drift_scenarios import (
+    DRIFT_DAYS,
     END,
     SIMULATED_DAYS,
     WEEK,
+    WORLD_DAYS,
     Pair,
     combine,
     panel_world,
@@ -20,8 +23,10 @@ from benchmarks.drift_scenarios import (
     save,
     served_rows,
 )
+from benchmarks.drift_windows import WINDOWS, score_windows
 from retraining_pipelines.crops import CROPS
-from retraining_pipelines.generator import GeneratorConfig, generate
+from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 
 MODEL = "disease"
 
@@ -187,3 +192,21 @@ def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> N
     assert "from 7 days after the flag: 1 of 3 (1 flagged too late for a week after the flag to fit" in table
     per_90 = 90 / SIMULATED_DAYS  # one false retrain in one stable model's simulated days
     assert f"= {per_90:.2f} false retrains per model per 90 days ({per_90 / 0.9:.2f} per 100 stable" in table
+
+
+def test_the_window_benchmark_judges_every_window_on_one_hold_out_and_the_panel(tmp_path: Path) -> None:
+    """`benchmarks.drift_windows`: after a heat wave, each window's candidate has a hold-out and a
+    panel score, and `chosen` is the 90-day weighted one exactly when the hold-out preferred it."""
+    config = GeneratorConfig(end=END, days=WORLD_DAYS, units=8, seed=1,
+                             drift=(DriftScenario("heat_wave", END - timedelta(days=DRIFT_DAYS)),))
+    store = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'plant.sqlite'}")
+    store.write_frames(generate(config).tables())
+    panel = PlantDataStore(database_url=f"sqlite:///{tmp_path / 'panel.sqlite'}")
+    panel.write_frames(panel_world(config, 32))
+    scores = score_windows(store, panel, "irrigation_duration", 14)
+    assert scores is not None and set(scores) == {*WINDOWS, *(f"{w}_holdout" for w in WINDOWS), "chosen"}
+    assert all(0.0 <= value <= 1.0 for value in scores.values())
+    whole = scores["90w_holdout"] > scores["recent_holdout"]
+    assert scores["chosen"] == scores["90w" if whole else "recent"]
+    # three months of a hobby grower's watering teach more than the weeks since a heat wave (BENCHMARKS.md)
+    assert scores["90w"] > scores["recent"], scores
