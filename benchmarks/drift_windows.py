@@ -22,11 +22,11 @@ Run on demand (minutes per world, never in CI):
 from __future__ import annotations
 
 import collections
-import math
 import statistics
 import tempfile
 import time
-from datetime import timedelta
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,13 @@ import numpy as np
 from retraining_pipelines import validation
 from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.datastore import PlantDataStore
+from retraining_pipelines.drift import DriftMetrics
+from retraining_pipelines.drift_policy import retrain_time_range
 from retraining_pipelines.errors import InsufficientSamplesError
-from retraining_pipelines.features import FeatureSet, engineer_features
+from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
-from retraining_pipelines.jobstore import DRIFT_TIME_RANGE
+from retraining_pipelines.jobstore import DRIFT_TIME_RANGE, StoredJob, validate_job
+from retraining_pipelines.plantdb import DAY
 from retraining_pipelines.training import HOLDOUT_FRACTION, change_weights, validate_model
 
 from .drift_scenarios import DRIFT_DAYS, END, WEEK, WORLD_DAYS, _day, panel_world, publish, scenario_parser, worlds
@@ -45,15 +48,17 @@ from .drift_scenarios import DRIFT_DAYS, END, WEEK, WORLD_DAYS, _day, panel_worl
 WINDOWS = ("recent", "since", "30", "30w", "90", "90w")
 DAYS = (11, 14, 18, 21)
 PANEL = 32
-MIN_RECENT_DAYS = 7
 
 
-def _recent_days(features: FeatureSet, as_of_ts: int, since_days: float, min_samples: int, ceiling: int) -> int:
-    """The recent window as `drift_policy.retrain_time_range` + `_widened` give it for a dated change."""
-    days = min(ceiling, max(MIN_RECENT_DAYS, math.ceil(since_days / (1 - HOLDOUT_FRACTION))))
-    while days < ceiling and (features.ts >= as_of_ts - days * 86400).sum() < min_samples:
-        days = min(ceiling, days + MIN_RECENT_DAYS)
-    return days
+def _recent_days(store: PlantDataStore, model: str, as_of: datetime, start: datetime) -> int:
+    """The recent window, in days, by the service's own rule (`drift_policy.retrain_time_range`, the
+    seeded on_drift job's ceiling) for a change dated at the drift's true start."""
+    spec = get_spec(model)
+    job = StoredJob(**asdict(validate_job(model, "on_drift", drift_threshold=0.15, min_samples=spec.min_samples,
+                                          time_range=DRIFT_TIME_RANGE)))
+    metrics = DriftMetrics(model, None, "drift", None, True, None, None, 0, spec.min_samples, 0.15,
+                           "the drift's true start", change_days_ago=(as_of - start).days)
+    return validation.time_range(retrain_time_range(job, metrics, 1, store, as_of)) // DAY
 
 
 def score_windows(store: PlantDataStore, panel: PlantDataStore, model: str, day: int) -> dict[str, float] | None:
@@ -70,12 +75,10 @@ def score_windows(store: PlantDataStore, panel: PlantDataStore, model: str, day:
     test = judge.ts >= as_of_ts
     if test.sum() < 10 or (features.ts >= start_ts).sum() < 20:
         return None
-    ceiling = validation.time_range(DRIFT_TIME_RANGE) // 86400  # the seeded on_drift jobs' window
-    days = _recent_days(features, as_of_ts, (as_of - start) / timedelta(days=1), spec.min_samples, ceiling)
-    recent = features.ts >= as_of_ts - days * 86400
+    recent = features.ts >= as_of_ts - _recent_days(store, model, as_of, start) * DAY
     cut = np.sort(features.ts[recent])[int(recent.sum() * (1 - HOLDOUT_FRACTION))]
     rows = {"recent": (recent, True), "since": (features.ts >= start_ts, False),
-            "30": (features.ts >= as_of_ts - 30 * 86400, False), "30w": (features.ts >= as_of_ts - 30 * 86400, True),
+            "30": (features.ts >= as_of_ts - 30 * DAY, False), "30w": (features.ts >= as_of_ts - 30 * DAY, True),
             "90": (features.ts >= 0, False), "90w": (features.ts >= 0, True)}
     scores: dict[str, float] = {}
     weights = change_weights(features.ts, start_ts)
