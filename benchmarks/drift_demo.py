@@ -118,7 +118,7 @@ def run_world(end: datetime) -> DemoWorld:
         request = next(r for r in evaluation.run_requests if r.partition_key == MODEL)
         job.execute_in_process(partition_key=MODEL, run_config=request.run_config, instance=instance,
                                tags=dict(request.tags))
-    window = request.run_config["ops"]["training_samples"]["config"]["time_range"]
+    window = evaluation.cursor[MODEL]["time_range"]  # the recent window, where the retrain's hold-out lies
     recovered = registry.get_version(MODEL, "1.1.0").metrics["accuracy"]
     best, rows = hindsight_accuracy(store, window, end, drift_start)
     return DemoWorld(end, verdict.baseline_accuracy, verdict.current_accuracy, verdict.change_days_ago,

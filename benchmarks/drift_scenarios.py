@@ -49,6 +49,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -117,6 +118,9 @@ class Pair:
     flags: list[int] = field(default_factory=list)  # day indices of drift-triggered retrains
     promoted: list[int] = field(default_factory=list)
     rollbacks: list[int] = field(default_factory=list)  # day indices of live rollbacks (`served_worse`)
+    # per drift retrain, which window its candidate learned (`training.choose_window`): "recent", "whole",
+    # or "one" where it fitted a single candidate
+    windows: list[str] = field(default_factory=list)
     # the same versions on the world's twin units (`panel_world`): many more labels, the same world
     panel: dict[int, Hits] = field(default_factory=dict)
     panel_frozen: dict[int, Hits] = field(default_factory=dict)
@@ -329,8 +333,10 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
 
         def execute(model: str, run_config: dict, tags: dict, day: int) -> None:
             before = registry.get_active_version(model)
-            job.execute_in_process(partition_key=model, run_config=run_config, instance=instance, tags=tags,
-                                   raise_on_error=False)
+            result = job.execute_in_process(partition_key=model, run_config=run_config, instance=instance,
+                                            tags=tags, raise_on_error=False)
+            if day:
+                pairs[model].windows.append(_kept_window(result))
             if registry.get_active_version(model) != before:
                 _serve(store, registry, model, _day(day), before)
                 served[model].append((int(_day(day).timestamp()), registry.get_active_version(model)))
@@ -381,6 +387,13 @@ def _score_on_panel(panel: PlantDataStore, tables: dict[str, pd.DataFrame], stor
         pairs[model].panel = _daily_accuracy(served_rows(predicted, history), model)
         pairs[model].panel_frozen = _daily_accuracy(predicted[history[0][1]], model)
         pairs[model].panel_oracle = oracle_accuracy(store, model, judge=panel)
+
+
+def _kept_window(result: dg.ExecuteInProcessResult) -> str:
+    """Which window a retrain's candidate learned, from the model's output metadata."""
+    trained = result.asset_materializations_for_node("trained_model")
+    window = trained[-1].metadata.get("window") if trained else None
+    return "failed" if not trained else (window.value if window is not None else "one")
 
 
 def served_rows(predicted: dict[str, pd.DataFrame], history: list[tuple[int, str]]) -> pd.DataFrame:
@@ -533,8 +546,18 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               f"- drifted worlds: {totals['undegraded_flags']} drift retrains after the drift's start on the "
               f"{totals['undegraded_pairs']} pairs it did not degrade (allowed, not required: not counted above)",
               f"- live rollbacks (a version that served worse than the one it replaced): {totals['rollbacks']}, "
-              f"{totals['stable_rollbacks']} of them in stable worlds", ""]
+              f"{totals['stable_rollbacks']} of them in stable worlds",
+              f"- the window each drift retrain learned: {_windows(results)}", ""]
     return "\n".join(lines + panel_report(results))
+
+
+def _windows(results: list[Pair]) -> str:
+    """Counts of the windows drift retrains learned, per scenario (`training.choose_window`)."""
+    counts: dict[str, Counter] = {}
+    for pair in results:
+        counts.setdefault(pair.scenario, Counter()).update(pair.windows)
+    return "; ".join(f"{scenario} " + ", ".join(f"{name} {n}" for name, n in sorted(c.items()))
+                     for scenario, c in counts.items() if c) or "none"
 
 
 def panel_report(results: list[Pair]) -> list[str]:

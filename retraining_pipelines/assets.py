@@ -29,9 +29,8 @@ from retraining_pipelines.training import (
     PRE_CHANGE_WEIGHT,
     TrainedModel,
     cap_threads,
+    choose_window,
     learn_holdout,
-    metrics_of,
-    predict,
     threads_per_run,
     time_split,
     train_model,
@@ -82,6 +81,13 @@ class TrainingConfig(dg.Config):
         f"{PRE_CHANGE_WEIGHT:g}. Set by drift retrains from the estimated change point; unset: all rows weigh 1.",
     )
 
+    recent_from: str | None = Field(
+        default=None, description="A drift retrain's own window starts here (ISO 8601 with a time zone): the rows "
+        "since the change, as the evidence dates it. The samples reach back the job's whole time_range; a candidate "
+        "is fitted on each window (rows before changed_at weighted down in both), both are judged on the newest "
+        "20 % of the rows from here on, and the more accurate one is kept. Unset: one candidate, the whole window.",
+    )
+
     learn_holdout: bool = Field(
         default=False, description="Once the hold-out (the newest 20 % of the window) has judged the candidate, "
         "fit it again on the whole window so the served model learns the newest rows too; its recorded metrics "
@@ -93,9 +99,15 @@ class TrainingConfig(dg.Config):
             return None
         return int(validation.iso_moment("changed_at", self.changed_at).timestamp())
 
+    def recent_from_ts(self) -> int | None:
+        if self.recent_from is None:
+            return None
+        return int(validation.iso_moment("recent_from", self.recent_from).timestamp())
+
 
 def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None = None,
-                       changed_at: datetime | None = None, learn_holdout: bool = False) -> dict[str, Any]:
+                       changed_at: datetime | None = None, learn_holdout: bool = False,
+                       recent_from: datetime | None = None) -> dict[str, Any]:
     """Run config of a retrain (`SamplesConfig`, and `TrainingConfig` after a drift): one shape everywhere."""
     config: dict[str, Any] = {"time_range": time_range, "min_samples": min_samples}
     if as_of is not None:
@@ -106,6 +118,8 @@ def samples_run_config(time_range: str, min_samples: int, as_of: datetime | None
         training["changed_at"] = changed_at.isoformat()
     if learn_holdout:
         training["learn_holdout"] = True
+    if recent_from is not None:
+        training["recent_from"] = recent_from.isoformat()
     if training:
         ops["trained_model"] = {"config": training}
     return {"ops": ops}
@@ -283,11 +297,15 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
     """
     require_recorded_instance(context.instance)
     threads = fit_to_machine(context.instance)
-    split = time_split(engineered_features)
-    model = train_model(engineered_features, split, config.changed_at_ts())
-    spec = get_spec(model.model_type)
-    model.holdout = predict(model.estimator, split.X_holdout, spec)  # once: the gate scores from these
-    model.metrics = metrics_of(model.holdout, split.y_holdout, spec)
+    recent_from = config.recent_from_ts()
+    split = time_split(engineered_features, recent_from_ts=recent_from)
+    window: dict[str, Any] = {}
+    if recent_from is None:
+        model = train_model(engineered_features, split, config.changed_at_ts())
+    else:
+        model, kept, scores = choose_window(engineered_features, split, config.changed_at_ts(), recent_from)
+        window = {"recent_from": config.recent_from, "window": kept,
+                  **{f"accuracy_{name}_window": _float(score) for name, score in scores.items()}}
     if config.learn_holdout:
         learn_holdout(model, engineered_features, config.changed_at_ts())
     model.trigger = trigger_from_tags(context.run.tags)
@@ -303,6 +321,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig,
             "trigger": model.trigger,
             "learned_holdout": config.learn_holdout,
             **({"changed_at": config.changed_at} if config.changed_at else {}),
+            **window,
         },
     )
 

@@ -109,6 +109,8 @@ SHIFT_HISTORY_DAYS = 60
 SHIFT_MIN_NULL_DAYS = 14  # earlier jumps needed before a verdict
 SHIFT_LIMIT = 5.0
 SHIFT_SECOND_SENSOR = 2.5  # a second sensor's |z| that must back the jump: one alone is a humid spell
+#: `inputs_moved_since` looks this many days before the change point too: it is dated from labels.
+SHIFT_SLACK_DAYS = 3
 Status = Literal["drift", "stable", "insufficient_data", "no_active_model"]
 
 
@@ -322,6 +324,17 @@ class DriftDetector:
         start_ts = end_ts - SHIFT_HISTORY_DAYS * DAY
         daily = self.store.daily_sensor_means(start_ts, end_ts)
         return input_shift(daily.reindex(range(start_ts, end_ts, DAY)))  # a day without readings stays a gap
+
+    def inputs_moved_since(self, since: datetime, end: datetime | None = None) -> bool:
+        """Did the sensors' levels jump on any day from `since` (a change point, a few days of slack
+        either side) to `end`? A drift retrain asks what kind of change it answers: the jump is visible
+        for about two weeks, the change point may be dated days after it."""
+        end_ts = _day_start(end)
+        first = min(_day_start(since) - SHIFT_SLACK_DAYS * DAY, end_ts)
+        start_ts = first - SHIFT_HISTORY_DAYS * DAY
+        daily = self.store.daily_sensor_means(start_ts, end_ts).reindex(range(start_ts, end_ts, DAY))
+        return any(input_shift(daily.loc[day - SHIFT_HISTORY_DAYS * DAY:day - DAY]).shifted
+                   for day in range(first + DAY, end_ts + DAY, DAY))
 
     def check_features(self, model_type: str, end: datetime | None = None) -> InputShift | None:
         """Have the model's own inputs jumped, per feature (no labels needed)? None: no label events."""

@@ -15,15 +15,23 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
 * No request while a retrain of that model is queued or running, or within the cool-down
   (`RETRAINING_DRIFT_COOLDOWN_HOURS`, default 12) of the last one. Runs whose process died are
   marked failed first (`runs.sweep`), so a dead run never blocks this.
-* **Learn from the world since the change.** The drift verdict estimates when the version's logged
-  accuracy dropped (`change_days_ago`, a likelihood-ratio split of its daily hits). A drift retrain
-  learns from that day on (stretched by the hold-out share, at least 7 days, at most the job's
-  `time_range`, and widened only as far as the job's `min_samples` need), because the older rows
-  describe a world that is gone - and where `min_samples` forces older rows in (a hobby grower's
-  ~5 irrigation outcomes a day), they are weighted down (`training.PRE_CHANGE_WEIGHT`). Without a
-  clear change point it uses the job's window, halved per retry. A drop before the version's first
-  logged day (`change_before_log`: dated from the newest row the version saw) is dated less surely:
-  its retries halve the window too, and it gets no follow-up.
+* **Learn from the world since the change - and, when the sensors moved, from what did not.** The
+  drift verdict estimates when the version's logged accuracy dropped (`change_days_ago`, a
+  likelihood-ratio split of its daily hits). A drift retrain learns from that day on (stretched by
+  the hold-out share, at least 7 days, at most the job's `time_range`, and widened only as far as the
+  job's `min_samples` need), because the older rows describe a world that is gone - and where
+  `min_samples` forces older rows in (a hobby grower's ~5 irrigation outcomes a day), they are
+  weighted down (`training.PRE_CHANGE_WEIGHT`). What changed decides whether the months before can
+  still teach (`inputs_moved`): when the sensors' levels jumped around the change (a heat wave, a
+  recalibrated sensor, the season's turn; `DriftDetector.inputs_moved_since`), how labels follow
+  from readings may not have, so the samples reach back the job's whole `time_range` and a second
+  candidate learns all of it (older rows weighted down too); the one more accurate on the hold-out -
+  the newest fifth of the weeks since the change - is kept (`training.choose_window`,
+  `drift_run_config`). A drop without a jump (a changed habit, a new cultivar) moved the label
+  itself: only the weeks since teach it. Without a clear change point a retrain learns the job's
+  window, halved per retry. A drop before the version's first logged day (`change_before_log`: dated
+  from the newest row the version saw) is dated less surely: its retries halve the window too, and
+  it gets no follow-up.
 * **Learn the newest rows too.** Every drift retrain asks the pipeline to learn its hold-out once
   the hold-out has judged it (`learn_holdout`, `training.learn_holdout`): after a change the newest
   fifth of the window is much of what the new world has shown (BENCHMARKS.md: recovered pairs
@@ -33,7 +41,8 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   an input shift, it may have too few new rows to beat the drifted model at all. Once a week of the
   new world has accumulated (`FOLLOW_UP_S` after the request), if the active version - the drift
   retrain or the drifted one - still learned from before the change, a follow-up retrain learns
-  from the rows since it (older ones weighted down), and the gate decides again. A week later a
+  from the rows since it (older ones weighted down; a second candidate on the whole window again
+  when the sensors moved), and the gate decides again. A week later a
   second one learns the two weeks since (`FOLLOW_UPS`): a week of a new world is still little to
   learn from at a grower's few labels a day (BENCHMARKS.md: served accuracy up on 7 of 42 rows at
   8 units and 8 at 40, none down, no more false retrains).
@@ -193,6 +202,25 @@ def retrain_time_range(job: StoredJob, metrics: DriftMetrics, attempt: int, stor
     return _widened(job, min(days, halved) if metrics.change_before_log else days, store, end)
 
 
+def drift_run_config(job: StoredJob, window: str, as_of: datetime | None, now: datetime,
+                     changed_at: datetime | None, inputs_moved: bool) -> dict[str, Any]:
+    """A drift retrain's run config. It learns `window` (`retrain_time_range`), rows before a dated
+    change weighted down - unless the sensors jumped with the change (`inputs_moved`): then `window`
+    is the recent candidate's window and its newest fifth the hold-out, while the samples reach back
+    the job's whole `time_range` for the other candidate (`training.choose_window`)."""
+    if changed_at is None or not inputs_moved:
+        return samples_run_config(window, job.min_samples, as_of, changed_at, learn_holdout=True)
+    recent_from = now - timedelta(seconds=validation.time_range(window))
+    return samples_run_config(job.time_range, job.min_samples, as_of, changed_at, learn_holdout=True,
+                              recent_from=recent_from)
+
+
+def inputs_moved(detector: DriftDetector, changed_at: datetime | None, now: datetime) -> bool:
+    """Whether a dated change came with a jump of the sensors: the world the model reads moved, and
+    how labels follow from readings may not have (see the module docstring)."""
+    return changed_at is not None and detector.inputs_moved_since(changed_at, now)
+
+
 def _widened(job: StoredJob, days: int, store: PlantDataStore, end: datetime) -> str:
     """`days` within [MIN_RETRAIN_DAYS, the job's window], widened only as far as `min_samples` need."""
     job_days = validation.time_range(job.time_range) // DAY
@@ -247,7 +275,8 @@ def evaluate_drift_jobs(
         follow_up = _follow_up(result.cursor.get(model_type), job, registry, store, now)
         if follow_up is not None and not metrics.requires_retraining:
             changed_at = datetime.fromtimestamp(result.cursor[model_type]["change_ts"], UTC)
-            result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now, changed_at))
+            moved = inputs_moved(detector, changed_at, now)
+            result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now, changed_at, moved))
             last = result.cursor[model_type]
             result.cursor[model_type] = {**last, FOLLOWED_UP: int(last.get(FOLLOWED_UP, 0)) + 1,
                                          "requested_at": now.timestamp()}
@@ -272,7 +301,8 @@ def evaluate_drift_jobs(
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
         change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
-        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change))
+        moved = inputs_moved(detector, datetime.fromtimestamp(change, UTC) if change else None, now)
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change, moved))
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
         if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
             answered = answered or now.timestamp()
@@ -373,11 +403,11 @@ def _follow_up(last: dict[str, Any] | None, job: StoredJob, registry: ModelRegis
 
 
 def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, as_of: datetime | None,
-                       now: datetime, changed_at: datetime) -> dg.RunRequest:
+                       now: datetime, changed_at: datetime, moved: bool) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
+        run_config=drift_run_config(job, time_range, as_of, now, changed_at, moved),
         tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
               **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
     )
@@ -424,12 +454,13 @@ def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -
 
 
 def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt: int,
-                   time_range: str, as_of: datetime | None, change_ts: float | None) -> dg.RunRequest:
+                   time_range: str, as_of: datetime | None, change_ts: float | None, moved: bool) -> dg.RunRequest:
     changed_at = datetime.fromtimestamp(change_ts, UTC) if change_ts else None
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
-        run_config=samples_run_config(time_range, job.min_samples, as_of, changed_at, learn_holdout=True),
+        run_config=drift_run_config(job, time_range, as_of, datetime.fromtimestamp(span.end_ts, UTC), changed_at,
+                                    moved),
         tags={
             TRIGGER_TAG: "drift",
             JOB_ID_TAG: str(job.job_id),

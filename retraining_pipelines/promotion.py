@@ -201,7 +201,7 @@ def run_gate(
     A version already decided (the gate re-run from the UI) is reported, not decided again.
     """
     spec = get_spec(model.model_type)
-    split = time_split(features)
+    split = time_split(features, recent_from_ts=model.recent_from_ts)
     predictions = model.holdout if model.holdout is not None else predict(model.estimator, split.X_holdout, spec)
     if len(predictions.predicted) != len(split.y_holdout):
         raise RegistryError(f"{spec.model_type} v{model.version}: its hold-out predictions cover "

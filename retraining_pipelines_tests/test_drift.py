@@ -399,3 +399,19 @@ def test_input_shift_needs_history_and_tolerates_gaps() -> None:
     gappy = jumped.copy()
     gappy.iloc[-1] = np.nan  # the last day has no readings: no verdict on it, no crash
     assert input_shift(gappy).shifted is False
+
+
+@pytest.mark.parametrize("kind, moved", [("heat_wave", True), ("sensor_recalibration", True), ("season", True),
+                                         ("user_habits", False), ("new_cultivar", False), (None, False)])
+def test_a_change_is_told_apart_by_whether_the_sensors_jumped_with_it(tmp_path: Path, kind: str | None,
+                                                                    moved: bool) -> None:
+    """A drift retrain asks it days later, the change dated from labels (late, or early)."""
+    detector = _sensor_world(tmp_path, kind)
+    for dated, asked in ((3, 8), (-2, 10), (0, 10)):
+        since, now = SHIFT_START + timedelta(days=dated), SHIFT_START + timedelta(days=asked)
+        assert detector.inputs_moved_since(since, now) is moved, (dated, asked)
+    if moved:
+        faded = detector.check_inputs(SHIFT_START + timedelta(days=10))
+        assert not faded.shifted, "ten days on, today's check no longer sees the jump: the scan remembers it"
+        # before the change, no jump: the answer is about the change, not the world
+        assert detector.inputs_moved_since(SHIFT_START - timedelta(days=20), SHIFT_START - timedelta(days=1)) is False

@@ -28,6 +28,8 @@ from retraining_pipelines.drift_policy import (
     FOLLOW_UP_S,
     FOLLOW_UPS,
     FOLLOWED_UP,
+    MIN_RETRAIN_DAYS,
+    drift_run_config,
     evaluate_drift_jobs,
     retrain_time_range,
 )
@@ -45,6 +47,19 @@ from .helpers import drift_sensor_tick, metadata_of, pipeline_resources, retrain
 
 MODEL = "disease"
 NOW = TEST_CONFIG.end
+
+
+def recent_window(request: dg.RunRequest, job_range: str = "last_28d") -> str:
+    """The window a drift retrain was asked to learn from: with the change dated, its recent candidate's
+    (`recent_from`; the samples then reach back the job's whole `time_range`), else the samples' own."""
+    ops = request.run_config["ops"]
+    samples = ops["training_samples"]["config"]
+    recent_from = ops.get("trained_model", {}).get("config", {}).get("recent_from")
+    if recent_from is None:
+        return samples["time_range"]
+    assert samples["time_range"] == job_range, "the other candidate learns the job's whole window"
+    end = datetime.fromisoformat(samples["as_of"]) if "as_of" in samples else datetime.now(UTC)
+    return f"last_{round((end - datetime.fromisoformat(recent_from)) / timedelta(days=1))}d"
 DRIFT_START = NOW - timedelta(days=30)
 
 
@@ -168,8 +183,7 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
                                                                         with_features=False)
         assert len(result.run_requests) == 1, result.skip_reason
         request = result.run_requests[0]
-        assert request.run_config["ops"]["training_samples"]["config"]["time_range"] == (
-            f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d")
+        assert recent_window(request) == f"last_{math.ceil(clock.change_days_ago / (1 - HOLDOUT_FRACTION))}d"
         assert json.loads(result.cursor)[MODEL]["change_ts"] is None, "nothing to follow up"
         job = build_definitions(job_store=world.jobs, resources=world.resources).resolve_job_def(RETRAIN_JOB)
         run = job.execute_in_process(partition_key=MODEL, run_config=request.run_config, tags=request.tags,
@@ -186,12 +200,12 @@ def test_a_drifted_model_is_never_left_in_silence(tmp_path: Path, no_cooldown: N
         log = Notifier(log_path=str(tmp_path / "notifications.jsonl"))
         confirmed = world.confirmed()
         cursor = confirmed.cursor
-        windows = [confirmed.run_requests[0].run_config["ops"]["training_samples"]["config"]["time_range"]]
+        windows = [recent_window(confirmed.run_requests[0])]
         for _ in range(3):  # the requested retrains are never run: as if each one was rejected
             tick = world.sensor(cursor=cursor)
             assert len(tick.run_requests) == 1, tick.skip_reason
             request = tick.run_requests[0]
-            windows.append(request.run_config["ops"]["training_samples"]["config"]["time_range"])
+            windows.append(recent_window(request))
             cursor = tick.cursor
         clock = DriftDetector(world.registry, world.store).check_logged(MODEL, end=datetime.now(UTC),
                                                                         with_features=False)
@@ -334,6 +348,11 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         changed_at = datetime.fromisoformat(request.run_config["ops"]["trained_model"]["config"]["changed_at"])
         assert abs(changed_at - start) <= timedelta(days=1), "the retrain weighs the world before the shift down"
         assert request.run_config["ops"]["trained_model"]["config"]["learn_holdout"] is True
+        # the sensors jumped with the change: the samples reach back the job's whole window, the weeks since
+        # the change are the other candidate's window and the hold-out (`training.choose_window`)
+        assert request.run_config["ops"]["training_samples"]["config"]["time_range"] == "last_28d"
+        recent_from = datetime.fromisoformat(request.run_config["ops"]["trained_model"]["config"]["recent_from"])
+        assert start - timedelta(days=MIN_RETRAIN_DAYS) <= recent_from <= start, "at least a week, from the shift"
         assert float(request.tags["retraining/input_shift_score"]) > 5
         assert "retraining/accuracy_drift" not in request.tags, "no accuracy figure is known yet"
         assert "already retrained for this shift" in ticks[requested[0]].skipped[MODEL]
@@ -345,19 +364,20 @@ def test_an_input_shift_retrains_once_before_any_outcome_is_logged(tmp_path: Pat
         assert follow_up.tags[ATTEMPT_TAG] == "follow-up" and follow_up.partition_key == MODEL
         assert follow_up.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
         assert follow_up.run_config["ops"]["trained_model"]["config"]["learn_holdout"] is True
+        assert "recent_from" in follow_up.run_config["ops"]["trained_model"]["config"], "the jump is still in its days"
         # a week later the next one learns two weeks of the new world; after FOLLOW_UPS, none
         cursor, due = followed.cursor, due + timedelta(hours=1, seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due - timedelta(hours=1)).run_requests == []
         # a cursor written when an episode had one follow-up at most said `true`: that one counts
         legacy = {**cursor, MODEL: {**cursor[MODEL], FOLLOWED_UP: True}}
         assert len(evaluate(cursor=legacy, now=due).run_requests) == 1
-        windows = [follow_up.run_config["ops"]["training_samples"]["config"]["time_range"]]
+        windows = [recent_window(follow_up)]
         for _ in range(FOLLOW_UPS - 1):
             followed = evaluate(cursor=cursor, now=due)
             (again,) = followed.run_requests
             assert again.tags[ATTEMPT_TAG] == "follow-up"
             assert again.run_config["ops"]["trained_model"]["config"]["changed_at"] == changed_at.isoformat()
-            windows.append(again.run_config["ops"]["training_samples"]["config"]["time_range"])
+            windows.append(recent_window(again))
             cursor, due = followed.cursor, due + timedelta(seconds=FOLLOW_UP_S)
         assert evaluate(cursor=cursor, now=due).run_requests == [], "FOLLOW_UPS per drift episode"
         days = [int(w.removeprefix("last_").removesuffix("d")) for w in windows]
@@ -379,3 +399,23 @@ def test_a_drift_retrain_s_window_follows_the_dated_drop_and_retries(
     metrics = DriftMetrics(MODEL, "1.0.0", "drift", 0.3, True, 0.8, 0.5, 77, 50, 0.15, "test",
                            change_days_ago=change_days_ago, change_before_log=before_log)
     assert [retrain_time_range(job, metrics, attempt, plant_store, NOW) for attempt in (1, 2, 3, 4)] == windows
+
+
+def test_a_drift_retrain_reaches_back_only_when_the_sensors_jumped_with_the_change() -> None:
+    """`drift_policy.drift_run_config`: after a change of habits or of cultivar the label itself moved and
+    only the weeks since teach it; after a jump of the sensors the months before still teach how labels
+    follow from readings, so a second candidate learns them (BENCHMARKS.md, "the window from what changed")."""
+    job = validate_job(MODEL, "on_drift", drift_threshold=0.15, min_samples=50, time_range="last_90d")
+    changed_at = NOW - timedelta(days=10)
+    for moved in (False, True):
+        config = drift_run_config(job, "last_13d", NOW, NOW, changed_at, moved)["ops"]
+        training = config["trained_model"]["config"]
+        assert training["changed_at"] == changed_at.isoformat() and training["learn_holdout"] is True
+        if moved:
+            assert config["training_samples"]["config"]["time_range"] == "last_90d"
+            assert training["recent_from"] == (NOW - timedelta(days=13)).isoformat()
+        else:
+            assert config["training_samples"]["config"]["time_range"] == "last_13d" and "recent_from" not in training
+    undated = drift_run_config(job, "last_45d", NOW, NOW, None, True)["ops"]
+    assert undated["training_samples"]["config"]["time_range"] == "last_45d", "no change dated: no recent window"
+    assert "changed_at" not in undated.get("trained_model", {}).get("config", {})

@@ -17,7 +17,16 @@ from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig
 from retraining_pipelines.registry import ModelRegistry
 from retraining_pipelines.runs import PARTITION_TAG, RETRAIN_JOB
-from retraining_pipelines.training import data_fingerprint, time_split, train_model, validate_model
+from retraining_pipelines.training import (
+    HOLDOUT_FRACTION,
+    MIN_HOLDOUT_ROWS,
+    change_weights,
+    choose_window,
+    data_fingerprint,
+    time_split,
+    train_model,
+    validate_model,
+)
 
 from .conftest import TEST_CONFIG, fresh_store
 from .helpers import ASSET_NAMES, failure_messages, materialized, metadata_of, pipeline_resources, retrain
@@ -197,3 +206,58 @@ def test_a_drift_retrain_learns_its_hold_out_once_the_hold_out_has_judged_it(tmp
     on_holdout = {k: validate_model(registry.load_model(model, v.version), split.X_holdout, split.y_holdout,
                                     spec)["accuracy"] for k, v in (("plain", plain), ("learned", learned))}
     assert on_holdout["learned"] > on_holdout["plain"] + 0.05, on_holdout
+
+
+def test_a_drift_retrain_serves_the_window_its_hold_out_prefers(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    """A drift retrain's samples reach back the job's whole window; one candidate learns the weeks since
+    the change, one the whole window (older rows weighted down in both), both are judged on the newest
+    fifth of the rows since `recent_from`, and the more accurate one is kept and learns its hold-out."""
+    end = LATE_AUTUMN
+    changed, recent_from = end - timedelta(days=10), end - timedelta(days=13)
+    store = fresh_store(tmp_path, GeneratorConfig(end=end, days=90, units=8, seed=2,
+                                                  drift=(DriftScenario("user_habits", changed),)))
+    model, spec = "irrigation_duration", get_spec("irrigation_duration")
+    features = engineer_features(store.training_samples(model, time_range="last_60d", end=end))
+    recent_ts, changed_ts = int(recent_from.timestamp()), int(changed.timestamp())
+    split = time_split(features, recent_from_ts=recent_ts)
+    recent_rows = int((features.ts >= recent_ts).sum())
+    assert len(split.y_holdout) == max(MIN_HOLDOUT_ROWS, round(recent_rows * HOLDOUT_FRACTION)) < recent_rows
+    assert split.ts_holdout.min() >= recent_ts, "the new world judges; the older rows only teach"
+    scores = {}
+    for name, rows in (("recent", split.ts_train >= recent_ts), ("whole", split.ts_train >= 0)):
+        estimator = spec.build_estimator().fit(split.X_train[rows], split.y_train[rows],
+                                               sample_weight=change_weights(split.ts_train[rows], changed_ts))
+        scores[name] = validate_model(estimator, split.X_holdout, split.y_holdout, spec)["accuracy"]
+    assert scores["recent"] != scores["whole"], scores
+    kept = max(scores, key=scores.__getitem__)
+
+    registry_dir = str(tmp_path / "registry")
+    config = samples_run_config("last_60d", 100, end, changed_at=changed, learn_holdout=True, recent_from=recent_from)
+    result = dg.materialize(RETRAIN_ASSETS, partition_key=model, instance=instance, run_config=config,
+                            resources=pipeline_resources(store, registry_dir))
+    trained = metadata_of(result, "trained_model")
+    assert trained["window"] == kept and trained["recent_from"] == recent_from.isoformat()
+    assert {name: trained[f"accuracy_{name}_window"] for name in scores} == pytest.approx(scores, abs=1e-4)
+    assert metadata_of(result, "validation_metrics")["accuracy"] == pytest.approx(scores[kept], abs=1e-4)
+    version = ModelRegistry(registry_dir).get_version(model, trained["version"])
+    start = recent_ts if kept == "recent" else 0
+    assert version.training_samples == int((features.ts >= start).sum()), "it learned its own window's hold-out"
+
+    # a recent window with no training rows in it is refused by name, before anything is registered
+    config["ops"]["trained_model"]["config"]["recent_from"] = (end + timedelta(days=1)).isoformat()
+    bad = dg.materialize(RETRAIN_ASSETS, partition_key=model, instance=instance, run_config=config,
+                         resources=pipeline_resources(store, registry_dir), raise_on_error=False)
+    assert not bad.success and "Invalid recent_from" in "\n".join(failure_messages(bad))
+    assert [v.version for v in ModelRegistry(registry_dir).list_versions(model)] == [trained["version"]]
+
+
+def test_a_recent_window_that_is_the_whole_window_is_one_candidate(tmp_path: Path) -> None:
+    """When the recent window reaches the window's first row, there is nothing else to compare: one fit."""
+    store = fresh_store(tmp_path, TEST_CONFIG)
+    features = engineer_features(store.training_samples("disease", time_range="last_30d", end=TEST_CONFIG.end))
+    first = int(features.ts.min())
+    split = time_split(features, recent_from_ts=first)
+    assert len(split.y_holdout) == len(time_split(features).y_holdout)
+    model, kept, scores = choose_window(features, split, None, first)
+    assert kept == "recent" and list(scores) == ["recent"] and model.recent_from_ts == first
+    assert model.training_samples == len(split.y_train)
