@@ -73,7 +73,7 @@ def test_the_readme_drift_demo_ends_with_a_recovered_model_served(tmp_path: Path
     # served accuracy on post-drift data (the drift retrain's hold-out is entirely after the drift)
     recovered = retrained["new_accuracy"]
     assert recovered > verdict["current_accuracy"] + 0.3, "far better than the drifted model on the same world"
-    # it learned from the drift's start on: every drifted day, and not the job's whole 30 days
+    # its recent window, where the hold-out lies, starts at the drift: every drifted day, not the job's whole window
     detected = next(e for e in _events(home) if e["type"] == "drift_detected")
     days = validation.time_range(detected["time_range"]) // DAY
     assert 14 <= days < validation.time_range(DRIFT_TIME_RANGE) // DAY, detected["time_range"]
