@@ -301,8 +301,9 @@ def evaluate_drift_jobs(
                 f"drift, but {InsufficientSamplesError(model_type, available, job.min_samples, time_range)}")
             continue
         change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
-        moved = inputs_moved(detector, datetime.fromtimestamp(change, UTC) if change else None, now)
-        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, change, moved))
+        changed_at = datetime.fromtimestamp(change, UTC) if change else None  # as follow-ups read it back
+        moved = inputs_moved(detector, changed_at, now)
+        result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, changed_at, moved))
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
         if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
             answered = answered or now.timestamp()
@@ -454,8 +455,8 @@ def _busy_reason(instance: dg.DagsterInstance, model_type: str, now: datetime) -
 
 
 def _drift_request(job: StoredJob, metrics: DriftMetrics, span: Window, attempt: int,
-                   time_range: str, as_of: datetime | None, change_ts: float | None, moved: bool) -> dg.RunRequest:
-    changed_at = datetime.fromtimestamp(change_ts, UTC) if change_ts else None
+                   time_range: str, as_of: datetime | None, changed_at: datetime | None,
+                   moved: bool) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"drift:{job.model_type}:{metrics.model_version}:{span.end_ts}:{attempt}",
         partition_key=job.model_type,
