@@ -630,7 +630,8 @@ def main() -> None:
                         help="the on_drift jobs' drift_signal")
     parser.add_argument("--panel-units", type=int, default=PANEL_UNITS,
                         help="twin units every served version is also scored on (0: none)")
-    parser.add_argument("--save", metavar="FILE", help="also save every pair as JSON, for --combine")
+    parser.add_argument("--save", metavar="FILE",
+                        help="also save every pair as JSON after each world, for --combine")
     parser.add_argument("--combine", nargs="+", metavar="FILE",
                         help="run nothing: report the pairs that runs made side by side saved, as one table")
     args = parser.parse_args()
@@ -642,14 +643,17 @@ def main() -> None:
     results = []
     for scenario, seed in worlds(args.scenarios, args.seeds, args.first_seed):
         results += run_world(scenario, seed, args.units, tuple(args.models), args.drift_signal, args.panel_units)
+        if args.save:  # after every world: a long run cut short keeps what it measured
+            save(args.save, args.units, time.perf_counter() - started, results)
     seconds = time.perf_counter() - started
-    if args.save:
-        save(args.save, args.units, seconds, results)
     publish(report(results, args.units, args.seeds, seconds), args.write)
 
 
 def save(path: str | Path, units: int, seconds: float, results: list[Pair]) -> None:
-    Path(path).write_text(json.dumps({"units": units, "seconds": seconds, "pairs": [asdict(p) for p in results]}))
+    """Replace the saved pairs whole: a run killed while saving keeps the previous world's file."""
+    partial = Path(f"{path}.partial")
+    partial.write_text(json.dumps({"units": units, "seconds": seconds, "pairs": [asdict(p) for p in results]}))
+    partial.replace(path)
 
 
 def combine(paths: list[str | Path]) -> tuple[int, float, list[Pair]]:

@@ -119,6 +119,9 @@ def test_runs_made_side_by_side_combine_into_the_table_one_run_makes(drifted, tm
     save(tmp_path / "c.json", 8, 1.0, [drifted])
     with pytest.raises(SystemExit, match="different scales"):
         combine([tmp_path / "a.json", tmp_path / "c.json"])
+    save(tmp_path / "a.json", DRIFTED_UNITS, 120.0, [drifted, other])  # a run saves after every world
+    assert combine([tmp_path / "a.json"]) == (DRIFTED_UNITS, 120.0, [drifted, other])
+    assert not list(tmp_path.glob("*.partial")), "replaced whole"
 
 
 def test_a_retrain_after_a_drift_that_did_not_hurt_is_counted_apart() -> None:
