@@ -22,9 +22,11 @@ Run on demand (minutes per world, never in CI):
 from __future__ import annotations
 
 import collections
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,14 +98,22 @@ def score_windows(store: PlantDataStore, panel: PlantDataStore, model: str, day:
     return scores
 
 
-def run_world(scenario: str, seed: int, units: int, days: tuple[int, ...]) -> list[tuple[str, dict[str, float]]]:
-    config = GeneratorConfig(end=END, days=WORLD_DAYS, units=units, seed=seed,
-                             drift=(DriftScenario(scenario, END - timedelta(days=DRIFT_DAYS)),))
+@contextlib.contextmanager
+def world_stores(scenario: str, seed: int, units: int) -> Iterator[tuple[PlantDataStore, PlantDataStore]]:
+    """A generated world's store and its twin panel's (`drift_scenarios.panel_world`), in a temporary
+    directory; `stable` is the world without a drift."""
+    drift = () if scenario == "stable" else (DriftScenario(scenario, END - timedelta(days=DRIFT_DAYS)),)
+    config = GeneratorConfig(end=END, days=WORLD_DAYS, units=units, seed=seed, drift=drift)
     with tempfile.TemporaryDirectory(prefix="drift-windows-") as tmp:
         store = PlantDataStore(database_url=f"sqlite:///{Path(tmp) / 'plant.sqlite'}")
         store.write_frames(generate(config).tables())
         panel = PlantDataStore(database_url=f"sqlite:///{Path(tmp) / 'panel.sqlite'}")
         panel.write_frames(panel_world(config, PANEL))
+        yield store, panel
+
+
+def run_world(scenario: str, seed: int, units: int, days: tuple[int, ...]) -> list[tuple[str, dict[str, float]]]:
+    with world_stores(scenario, seed, units) as (store, panel):
         return [(model, scores) for model in MODEL_TYPES for day in days
                 if (scores := score_windows(store, panel, model, day)) is not None]
 

@@ -28,10 +28,12 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   candidate learns all of it (older rows weighted down too); the one more accurate on the hold-out -
   the newest fifth of the weeks since the change - is kept (`training.choose_window`,
   `drift_run_config`). A drop without a jump (a changed habit, a new cultivar) moved the label
-  itself: only the weeks since teach it. Without a clear change point a retrain learns the job's
-  window, halved per retry. A drop before the version's first logged day (`change_before_log`: dated
-  from the newest row the version saw) is dated less surely: its retries halve the window too, and
-  it gets no follow-up.
+  itself: only the weeks since teach it. A model type whose labels follow each plant's own course
+  (`ModelSpec.drift_learns_whole_window`: growth_stage) learns the whole window after any dated
+  change, older rows weighted down: a few weeks of a grower's units hold too few plants. Without
+  a clear change point a retrain learns the job's window, halved per retry. A drop before the
+  version's first logged day (`change_before_log`: dated from the newest row the version saw) is
+  dated less surely: its retries halve the window too, and it gets no follow-up.
 * **Learn the newest rows too.** Every drift retrain asks the pipeline to learn its hold-out once
   the hold-out has judged it (`learn_holdout`, `training.learn_holdout`): after a change the newest
   fifth of the window is much of what the new world has shown (BENCHMARKS.md: recovered pairs
@@ -77,6 +79,7 @@ import dagster as dg
 
 from retraining_pipelines import validation
 from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, LIVE_ACCURACY_TAG, samples_run_config
+from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
     DRIFT_WINDOW,
@@ -207,7 +210,10 @@ def drift_run_config(job: StoredJob, window: str, as_of: datetime | None, now: d
     """A drift retrain's run config. It learns `window` (`retrain_time_range`), rows before a dated
     change weighted down - unless the sensors jumped with the change (`inputs_moved`): then `window`
     is the recent candidate's window and its newest fifth the hold-out, while the samples reach back
-    the job's whole `time_range` for the other candidate (`training.choose_window`)."""
+    the job's whole `time_range` for the other candidate (`training.choose_window`). A model type
+    whose drift retrains learn the whole window (`ModelSpec.drift_learns_whole_window`) learns it alone."""
+    if changed_at is not None and get_spec(job.model_type).drift_learns_whole_window:
+        return samples_run_config(job.time_range, job.min_samples, as_of, changed_at, learn_holdout=True)
     if changed_at is None or not inputs_moved:
         return samples_run_config(window, job.min_samples, as_of, changed_at, learn_holdout=True)
     recent_from = now - timedelta(seconds=validation.time_range(window))

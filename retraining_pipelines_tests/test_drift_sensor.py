@@ -18,6 +18,7 @@ import pytest
 
 from retraining_pipelines import AutomatedRetrainingService
 from retraining_pipelines.assets import LIVE_ACCURACY_TAG
+from retraining_pipelines.catalog import MODEL_TYPES, get_spec
 from retraining_pipelines.code_location import build_definitions
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import DriftDetector, DriftMetrics, predict_window, replay_predictions
@@ -419,3 +420,26 @@ def test_a_drift_retrain_reaches_back_only_when_the_sensors_jumped_with_the_chan
     undated = drift_run_config(job, "last_45d", NOW, NOW, None, True)["ops"]
     assert undated["training_samples"]["config"]["time_range"] == "last_45d", "no change dated: no recent window"
     assert "changed_at" not in undated.get("trained_model", {}).get("config", {})
+
+
+def test_a_model_type_that_learns_plants_relearns_the_whole_window_after_any_change() -> None:
+    """`ModelSpec.drift_learns_whole_window` (growth_stage): whatever changed, a dated drift retrain
+    learns the job's whole window, older rows weighted down, one candidate; the others keep the rule
+    above. A few weeks of a grower's units hold too few plants (BENCHMARKS.md, "growth_stage learns
+    from the whole window after a drift")."""
+    whole = {model for model in MODEL_TYPES if get_spec(model).drift_learns_whole_window}
+    assert "growth_stage" in whole and MODEL not in whole
+    changed_at = NOW - timedelta(days=10)
+    for model in MODEL_TYPES:
+        job = validate_job(model, "on_drift", drift_threshold=0.15, min_samples=50, time_range="last_90d")
+        for moved in (False, True):
+            config = drift_run_config(job, "last_13d", NOW, NOW, changed_at, moved)["ops"]
+            training = config["trained_model"]["config"]
+            assert training["changed_at"] == changed_at.isoformat() and training["learn_holdout"] is True
+            window = config["training_samples"]["config"]["time_range"]
+            if model in whole:
+                assert window == "last_90d" and "recent_from" not in training, (model, moved)
+            else:
+                assert window == ("last_90d" if moved else "last_13d") and ("recent_from" in training) == moved
+        undated = drift_run_config(job, "last_45d", NOW, NOW, None, False)["ops"]
+        assert undated["training_samples"]["config"]["time_range"] == "last_45d", "no change dated: as before"
