@@ -212,7 +212,7 @@ def drift_run_config(job: StoredJob, window: str, as_of: datetime | None, now: d
     is the recent candidate's window and its newest fifth the hold-out, while the samples reach back
     the job's whole `time_range` for the other candidate (`training.choose_window`). A model type
     whose drift retrains learn the whole window (`ModelSpec.drift_learns_whole_window`) learns it alone."""
-    if changed_at is not None and get_spec(job.model_type).drift_learns_whole_window:
+    if changed_at is not None and _learns_whole_window(job):
         return samples_run_config(job.time_range, job.min_samples, as_of, changed_at, learn_holdout=True)
     if changed_at is None or not inputs_moved:
         return samples_run_config(window, job.min_samples, as_of, changed_at, learn_holdout=True)
@@ -221,10 +221,16 @@ def drift_run_config(job: StoredJob, window: str, as_of: datetime | None, now: d
                               recent_from=recent_from)
 
 
-def inputs_moved(detector: DriftDetector, changed_at: datetime | None, now: datetime) -> bool:
+def inputs_moved(detector: DriftDetector, job: StoredJob, changed_at: datetime | None, now: datetime) -> bool:
     """Whether a dated change came with a jump of the sensors: the world the model reads moved, and
-    how labels follow from readings may not have (see the module docstring)."""
-    return changed_at is not None and detector.inputs_moved_since(changed_at, now)
+    how labels follow from readings may not have (see the module docstring). Not asked (False) for a
+    model type that learns the whole window after any change: the answer would not change its window,
+    and asking reads the sensors' daily levels."""
+    return changed_at is not None and not _learns_whole_window(job) and detector.inputs_moved_since(changed_at, now)
+
+
+def _learns_whole_window(job: StoredJob) -> bool:
+    return get_spec(job.model_type).drift_learns_whole_window
 
 
 def _widened(job: StoredJob, days: int, store: PlantDataStore, end: datetime) -> str:
@@ -281,7 +287,7 @@ def evaluate_drift_jobs(
         follow_up = _follow_up(result.cursor.get(model_type), job, registry, store, now)
         if follow_up is not None and not metrics.requires_retraining:
             changed_at = datetime.fromtimestamp(result.cursor[model_type]["change_ts"], UTC)
-            moved = inputs_moved(detector, changed_at, now)
+            moved = inputs_moved(detector, job, changed_at, now)
             result.run_requests.append(_follow_up_request(job, metrics, follow_up, as_of, now, changed_at, moved))
             last = result.cursor[model_type]
             result.cursor[model_type] = {**last, FOLLOWED_UP: int(last.get(FOLLOWED_UP, 0)) + 1,
@@ -308,7 +314,7 @@ def evaluate_drift_jobs(
             continue
         change = (now - timedelta(days=metrics.change_days_ago)).timestamp() if metrics.change_days_ago else None
         changed_at = datetime.fromtimestamp(change, UTC) if change else None  # as follow-ups read it back
-        moved = inputs_moved(detector, changed_at, now)
+        moved = inputs_moved(detector, job, changed_at, now)
         result.run_requests.append(_drift_request(job, metrics, span, attempt, time_range, as_of, changed_at, moved))
         answered = result.cursor.get(model_type, {}).get(INPUTS_ANSWERED)
         if inputs is not None and inputs.shifted and _signal(job) != "accuracy":
