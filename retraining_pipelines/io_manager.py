@@ -133,6 +133,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 train_start_ts=obj.train_start_ts,
                 train_end_ts=obj.train_end_ts,
                 seen_until_ts=obj.seen_until_ts,
+                recent_from_ts=obj.recent_from_ts,
+                learned_holdout=obj.learned_holdout,
             ),
         )
         obj.version = record.version
@@ -178,6 +180,8 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             train_start_ts=record.train_start_ts,
             train_end_ts=record.train_end_ts,
             seen_until_ts=record.seen_until_ts,
+            recent_from_ts=record.recent_from_ts,
+            learned_holdout=record.learned_holdout,
         )
 
     @staticmethod

@@ -33,6 +33,13 @@ The spec rolls back *after* deploying a worse model. We judge first, and fairly:
 * **Its own candidate.** The gate judges the version its run registered. Promotion is a
   compare-and-swap on the active version: if another run promoted in between, the gate judges
   again against the new champion.
+* **Never on rows it learned.** A gate materialized in another run than its candidate's (before
+  run health abandons a candidate whose run ended, or where no daemon runs) re-predicts the
+  registered version on the hold-out its record describes: a drift retrain's split from its recent
+  window (`recent_from_ts`, recorded), never the whole window's newest fifth, which holds rows it
+  trained on. A drift retrain fitted again on its hold-out once judged (`learned_holdout`) can be
+  judged only by the predictions its own run made before that: another run refuses to judge it,
+  and it stays a candidate (run health abandons it once its run ended).
 
 A rejected candidate is kept for inspection; the active model is never touched.
 """
@@ -198,10 +205,16 @@ def run_gate(
 ) -> GateOutcome:
     """Judge the run's own candidate against the active version, then promote or reject it.
 
-    A version already decided (the gate re-run from the UI) is reported, not decided again.
+    A version already decided (the gate re-run from the UI) is reported, not decided again. Re-run in
+    another run, the registered version predicts its hold-out again, split as its record says
+    (`recent_from_ts`); one fitted again on that hold-out (`learned_holdout`) cannot be (see
+    `_without_its_holdout`).
     """
     spec = get_spec(model.model_type)
     split = time_split(features, recent_from_ts=model.recent_from_ts)
+    run = {"trigger": model.trigger, "run_id": run_id}
+    if model.holdout is None and model.learned_holdout:
+        return _without_its_holdout(registry, model, split, run)
     predictions = model.holdout if model.holdout is not None else predict(model.estimator, split.X_holdout, spec)
     if len(predictions.predicted) != len(split.y_holdout):
         raise RegistryError(f"{spec.model_type} v{model.version}: its hold-out predictions cover "
@@ -209,7 +222,6 @@ def run_gate(
                             "materialize engineered_features and trained_model together.")
     candidate_full = metrics_of(predictions, split.y_holdout, spec)
     baseline = naive_baseline(split.y_train, split.y_holdout, spec)
-    run = {"trigger": model.trigger, "run_id": run_id}
     for _ in range(MAX_GATE_ATTEMPTS):
         comparison = compare_with_champion(registry, spec, predictions, split, model.feature_names, candidate_full,
                                            live_accuracy)
@@ -243,6 +255,32 @@ def run_gate(
         active_version=registry.get_active_version(spec.model_type), warnings=list(decision.warnings), **run,
     )
     return GateOutcome(result, comparison, baseline, len(split.y_holdout), best_single_feature(split, spec))
+
+
+def _without_its_holdout(registry: ModelRegistry, model: TrainedModel, split: TimeSplit,
+                         run: dict[str, Any]) -> GateOutcome:
+    """A version fitted again on its hold-out (`training.learn_holdout`) is judged by the predictions
+    its own run made before that. Re-predicted in another run (a gate materialized on its own before
+    run health abandoned the candidate, or where no daemon does) it would be scored on rows it
+    learned and look better than it is: a candidate is refused, unchanged; a decided version is
+    reported with the metrics recorded when it was judged."""
+    spec, record = get_spec(model.model_type), registry.get_version(model.model_type, model.version)
+    if record.status == ModelStatus.CANDIDATE:
+        raise RegistryError(
+            f"{model.model_type} v{model.version} learned its hold-out once its own run's gate had the "
+            f"predictions it judges on (a drift retrain learns its newest rows; run {model.run_id}); judged in "
+            "another run it would be scored on rows it learned. It stays candidate: retrain to judge a new "
+            "candidate (trained_model and validation_metrics in one run).")
+    decision = (f"already decided: v{model.version} is {record.status.value} (its recorded hold-out metrics: it "
+                "has learned its hold-out since)")
+    result = RetrainingResult(
+        model_type=spec.model_type, old_version=None, new_version=model.version, old_metrics={},
+        new_metrics=model.metrics, improvement=None, training_samples=model.training_samples,
+        training_duration=model.training_duration, promoted=record.status == ModelStatus.ACTIVE, reason=decision,
+        active_version=registry.get_active_version(spec.model_type), **run)
+    comparison = Comparison(None, None, model.metrics, "recorded (it has learned its hold-out since)")
+    return GateOutcome(result, comparison, naive_baseline(split.y_train, split.y_holdout, spec), 0,
+                       best_single_feature(split, spec))
 
 
 @dataclass

@@ -108,6 +108,12 @@ class ModelMetadata:
     train_start_ts: int | None = None  # first training row (epoch s): what the model has seen
     train_end_ts: int | None = None  # last training row; rows after it are fair to judge it on
     seen_until_ts: int | None = None  # newest row it learned from or was validated on (its hold-out's end)
+    #: How its gate splits the rows (`training.time_split`): a drift retrain's hold-out is the newest
+    #: fifth of the rows from this moment on (epoch s; None: of the whole window) ...
+    recent_from_ts: int | None = None
+    #: ... and it was fitted again on that hold-out once judged (`training.learn_holdout`): no gate in
+    #: another run can judge it on rows it has not learned.
+    learned_holdout: bool = False
     #: The version the caller expects (the spec passes it). The registry allocates numbers itself;
     #: when another registration took this one first, registering refuses instead of renumbering.
     version: str | None = None
@@ -128,7 +134,9 @@ class ModelMetadata:
             raise InvalidFieldError("performance_metrics", metrics, "a dict of metric name -> finite number")
         if not isinstance(self.hyperparameters, dict):
             raise InvalidFieldError("hyperparameters", self.hyperparameters, "a dict of parameter -> value")
-        for name in ("train_start_ts", "train_end_ts", "seen_until_ts"):
+        if not isinstance(self.learned_holdout, bool):
+            raise InvalidFieldError("learned_holdout", self.learned_holdout, (True, False))
+        for name in ("train_start_ts", "train_end_ts", "seen_until_ts", "recent_from_ts"):
             if getattr(self, name) is not None:
                 validation.whole(name, getattr(self, name), 0, validation.MAX_ID)
         if self.version is not None:
@@ -165,6 +173,8 @@ class ModelVersion:
     train_start_ts: int | None = None
     train_end_ts: int | None = None
     seen_until_ts: int | None = None  # None: registered before it was recorded (`drift` estimates it)
+    recent_from_ts: int | None = None  # see `ModelMetadata`; None also for versions registered before it
+    learned_holdout: bool = False
     reference_sha256: str | None = None  # None: registered without a reference (or before checksums)
     metadata_sha256: str | None = None
 
@@ -197,6 +207,7 @@ _COLUMNS = """
     data_fingerprint TEXT NOT NULL, python_version TEXT NOT NULL, sklearn_version TEXT NOT NULL,
     numpy_version TEXT NOT NULL, run_id TEXT, trigger TEXT NOT NULL,
     train_start_ts BIGINT, train_end_ts BIGINT, reference_sha256 TEXT, metadata_sha256 TEXT, seen_until_ts BIGINT,
+    recent_from_ts BIGINT, learned_holdout INTEGER,
     PRIMARY KEY (model_type, version)
 """
 _AUDIT_COLUMNS = """at TEXT NOT NULL, model_type TEXT NOT NULL,
@@ -208,6 +219,10 @@ CREATE INDEX IF NOT EXISTS audit_by_model ON audit_log (model_type, id);;
 CREATE INDEX IF NOT EXISTS versions_by_run ON versions (run_id);;
 CREATE INDEX IF NOT EXISTS versions_by_status ON versions (model_type, status, major, minor, patch);;
 """
+#: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
+_ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER", "reference_sha256": "TEXT",
+                  "metadata_sha256": "TEXT", "seen_until_ts": "INTEGER", "recent_from_ts": "INTEGER",
+                  "learned_holdout": "INTEGER"}
 #: Statements separated by `;;` (a trigger body has its own `;`).
 _SCHEMA = {
     "sqlite": f"""
@@ -229,9 +244,10 @@ CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit_log
 FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();;
 """,
 }
-#: Columns added after the first release; an older index gets them (NULL: period unknown) on open.
-_ADDED_COLUMNS = {"train_start_ts": "INTEGER", "train_end_ts": "INTEGER", "reference_sha256": "TEXT",
-                  "metadata_sha256": "TEXT", "seen_until_ts": "INTEGER"}
+#: The versions table's columns, by "is it SQLite".
+_PRESENT_COLUMNS = {True: "PRAGMA table_info(versions)",
+                    False: "SELECT column_name AS name FROM information_schema.columns "
+                           "WHERE table_name = 'versions' AND table_schema = current_schema()"}
 _NEWEST_FIRST = "major DESC, minor DESC, patch DESC"
 _ORDER = f"ORDER BY {_NEWEST_FIRST}"
 
@@ -394,17 +410,19 @@ class ModelRegistry:
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
         self._engine = sqlstore.get_engine(self.index_url, INDEX_SCHEMA)
         sqlstore.create_schema(self._engine, INDEX_SCHEMA, _SCHEMA[self._engine.dialect.name])
-        if not sqlstore.is_sqlite(self._engine):
-            return  # created by this release, with every column
+        sqlite = sqlstore.is_sqlite(self._engine)
         with self._connect() as conn:
-            present = {row["name"] for row in _rows(conn, "PRAGMA table_info(versions)")}
+            present = {row["name"] for row in _rows(conn, _PRESENT_COLUMNS[sqlite])}
             for column, kind in _ADDED_COLUMNS.items():
-                if column not in present:
-                    try:
-                        conn.exec_driver_sql(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
-                    except sa.exc.OperationalError as err:  # another process migrated it first
-                        if "duplicate column" not in str(err):
-                            raise
+                if column in present:
+                    continue
+                try:  # PostgreSQL waits for a concurrent migration and skips; SQLite refuses the duplicate
+                    conn.exec_driver_sql(f"ALTER TABLE versions ADD COLUMN {'' if sqlite else 'IF NOT EXISTS '}"
+                                         f"{column} {kind}")
+                except sa.exc.OperationalError as err:  # another process migrated it first
+                    if "duplicate column" not in str(err):
+                        raise
+            conn.commit()
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sa.Connection:
@@ -501,6 +519,7 @@ class ModelRegistry:
                 "run_id": meta.run_id, "trigger": meta.trigger,
                 "train_start_ts": meta.train_start_ts, "train_end_ts": meta.train_end_ts,
                 "seen_until_ts": meta.seen_until_ts,
+                "recent_from_ts": meta.recent_from_ts, "learned_holdout": int(meta.learned_holdout),
                 "reference_sha256": hashlib.sha256(files[REFERENCE]).hexdigest() if REFERENCE in files else None,
             }
             described = json.dumps(row, indent=2).encode()
@@ -528,6 +547,7 @@ class ModelRegistry:
             sklearn_version=row["sklearn_version"], numpy_version=row["numpy_version"],
             run_id=row["run_id"], trigger=row["trigger"],
             train_start_ts=row["train_start_ts"], train_end_ts=row["train_end_ts"], seen_until_ts=row["seen_until_ts"],
+            recent_from_ts=row["recent_from_ts"], learned_holdout=bool(row["learned_holdout"]),
             reference_sha256=row["reference_sha256"], metadata_sha256=row["metadata_sha256"],
         )
 

@@ -79,8 +79,11 @@ class TrainedModel:
     #: The newest row it learned from or was validated on: everything after it is new to the version.
     seen_until_ts: int | None = None
     #: A drift retrain's recent window (`choose_window`): its hold-out is the newest fifth of the rows
-    #: from then on. Not stored in the registry: a gate re-executed in another run splits as usual.
+    #: from then on. Recorded with the version, so a gate re-executed in another run splits alike.
     recent_from_ts: int | None = None
+    #: Fitted again on its hold-out once judged (`learn_holdout`): only `holdout`, made before, can
+    #: judge it - a gate in another run cannot (recorded with the version; see `promotion.run_gate`).
+    learned_holdout: bool = False
 
 
 def time_split(features: FeatureSet, holdout_fraction: float = HOLDOUT_FRACTION,
@@ -213,6 +216,7 @@ def learn_holdout(model: TrainedModel, features: FeatureSet, changed_at_ts: int 
     model.training_samples = len(y)
     model.data_fingerprint = data_fingerprint(X, y)
     model.train_end_ts = model.seen_until_ts  # it learned everything it was validated on
+    model.learned_holdout = True
 
 
 def _weighted_fit(estimator: BaseEstimator, X: pd.DataFrame, y: pd.Series, ts: np.ndarray,

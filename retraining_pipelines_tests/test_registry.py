@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from joblib.numpy_pickle import NumpyUnpickler
 from sklearn.ensemble import RandomForestClassifier
 
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
-from retraining_pipelines.registry import INDEX, ModelRegistry, ModelStatus, _TreeFreeingUnpickler
+from retraining_pipelines.registry import INDEX, INDEX_SCHEMA, ModelRegistry, ModelStatus, _TreeFreeingUnpickler
 
 from .registry_workers import metadata, register_many, roll_back_judged, small_model
 
@@ -386,3 +387,35 @@ def test_a_process_killed_mid_registration_leaves_a_consistent_registry(tmp_path
     assert _same_model(after.load_model("disease"), seed=0)
     assert _register(after, 5) == "1.1.0", "the crashed number is reused cleanly"
     assert _same_model(after.load_model("disease", "1.1.0"), seed=5)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_index_from_before_the_split_facts_gets_them_and_keeps_its_versions(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A version records how its gate split its rows (`recent_from_ts`) and whether it learned its
+    hold-out since (`learned_holdout`). An index written before those columns existed gains them when
+    a registry opens it - on SQLite and on PostgreSQL - and its versions read as "whole window, not
+    refitted"."""
+    url = request.getfixturevalue("database") if backend == "postgresql" else None
+    first = ModelRegistry(tmp_path / "registry", index_url=url)
+    old = _register(first)
+    table = "versions" if url is None else f"{INDEX_SCHEMA}.versions"
+    engine = sa.create_engine(first.index_url)
+    with engine.begin() as conn:  # the index as the previous release left it
+        for column in ("recent_from_ts", "learned_holdout"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    reopened = ModelRegistry(tmp_path / "registry", index_url=url)
+    record = reopened.get_version("disease", old)
+    assert record.recent_from_ts is None and record.learned_holdout is False
+    new = _register(reopened, seed=1, recent_from_ts=1_790_000_000, learned_holdout=True)
+    record = reopened.get_version("disease", new)
+    assert record.recent_from_ts == 1_790_000_000 and record.learned_holdout is True
+    engine.dispose()
+
+
+def test_split_facts_that_are_not_a_moment_or_a_flag_register_nothing(registry: ModelRegistry) -> None:
+    for bad in ({"recent_from_ts": -1}, {"recent_from_ts": "yesterday"}, {"learned_holdout": "yes"}):
+        with pytest.raises(InvalidFieldError, match=next(iter(bad))):
+            _register(registry, **bad)
+    assert registry.list_versions() == []

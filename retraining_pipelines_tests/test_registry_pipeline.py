@@ -7,6 +7,7 @@ import hashlib
 import pickle
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from retraining_pipelines import AutomatedRetrainingService, io_manager
-from retraining_pipelines.assets import RETRAIN_ASSETS
+from retraining_pipelines.assets import RETRAIN_ASSETS, samples_run_config
+from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.generator import generate
 from retraining_pipelines.io_manager import ModelRegistryResource
@@ -188,6 +190,67 @@ def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
     assert again["new_version"] == "1.1.0" and "already decided" in again["reason"]
     assert again["accuracy"] == first["accuracy"]
 
+
+
+def test_a_gate_in_another_run_judges_a_drift_retrain_on_its_own_hold_out_and_never_on_rows_it_learned(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    """A drift retrain's run can end between training and its gate; its gate materialized in another run
+    (before run health abandons the candidate, or with no daemon) re-predicts the registered version.
+    It splits as the version's own run did (the hold-out is the newest fifth of its recent window, not
+    of the whole window, whose newest fifth holds rows the candidate trained on), and refuses a
+    candidate fitted again on its hold-out: it would be judged on rows it learned. The refusal changes
+    nothing; such a version already decided is reported with the metrics it was judged by."""
+    assert retrain(MODEL, plant_store, instance).success
+    recent_from = TEST_CONFIG.end - timedelta(days=21)
+    untrained = ["training_samples", "engineered_features", "trained_model"]  # a run that died before its gate
+
+    def train_only(**training: Any) -> dg.ExecuteInProcessResult:
+        config = samples_run_config("last_90d", get_spec(MODEL).min_samples, TEST_CONFIG.end, changed_at=recent_from,
+                                    recent_from=recent_from, **training)
+        return dg.materialize(RETRAIN_ASSETS, selection=untrained, partition_key=MODEL, instance=instance,
+                              resources=pipeline_resources(plant_store), run_config=config)
+
+    def gate_only() -> dg.ExecuteInProcessResult:
+        return dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL, instance=instance,
+                              resources=pipeline_resources(plant_store), raise_on_error=False)
+
+    trained = train_only()
+    own = io_manager.MODELS.take(trained.run_id, MODEL)  # what its own gate would have judged on
+    record = registry.get_version(MODEL, own.version)
+    assert record.recent_from_ts == int(recent_from.timestamp()) and not record.learned_holdout
+    whole_window = time_split(trained.asset_value("engineered_features"))
+    assert len(own.holdout.predicted) < len(whole_window.y_holdout), "the recent window's hold-out is smaller"
+    judged = gate_only()
+    assert judged.success
+    gate = metadata_of(judged, "validation_metrics")
+    assert gate["new_version"] == own.version and gate["holdout_rows"] == len(own.holdout.predicted)
+    assert gate["accuracy"] == round(own.metrics["accuracy"], 4), "the same rows, the same verdict as its own run's"
+
+    learned = train_only(learn_holdout=True)
+    io_manager.MODELS.take(learned.run_id, MODEL)
+    version = metadata_of(learned, "trained_model")["version"]
+    assert registry.get_version(MODEL, version).learned_holdout
+    active, trail = registry.get_active_version(MODEL), len(registry.audit_trail())
+    refused = gate_only()
+    assert not refused.success
+    message = failure_messages(refused)[0]
+    assert f"v{version} learned its hold-out" in message and "stays candidate" in message, message
+    assert registry.get_version(MODEL, version).status == ModelStatus.CANDIDATE
+    assert registry.get_active_version(MODEL) == active and len(registry.audit_trail()) == trail
+
+    config = samples_run_config("last_90d", get_spec(MODEL).min_samples, TEST_CONFIG.end, changed_at=recent_from,
+                                recent_from=recent_from, learn_holdout=True)
+    decided = dg.materialize(RETRAIN_ASSETS, partition_key=MODEL, instance=instance, run_config=config,
+                             resources=pipeline_resources(plant_store))  # judged in its own run
+    first = metadata_of(decided, "validation_metrics")
+    status = registry.get_version(MODEL, first["new_version"]).status
+    reported = gate_only()
+    assert reported.success
+    again = metadata_of(reported, "validation_metrics")
+    assert again["new_version"] == first["new_version"] and again["accuracy"] == first["accuracy"]
+    assert again["reason"].startswith(f"already decided: v{first['new_version']} is {status.value}")
+    assert registry.get_version(MODEL, first["new_version"]).status == status
 
 
 def test_samples_and_features_pass_between_steps_as_one_object_and_are_still_written(
