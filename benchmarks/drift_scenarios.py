@@ -118,8 +118,8 @@ class Pair:
     flags: list[int] = field(default_factory=list)  # day indices of drift-triggered retrains
     promoted: list[int] = field(default_factory=list)
     rollbacks: list[int] = field(default_factory=list)  # day indices of live rollbacks (`served_worse`)
-    # per drift retrain, which window its candidate learned (`training.choose_window`): "recent", "whole",
-    # or "one" where it fitted a single candidate
+    # per drift retrain, which window its candidate learned (`_kept_window`): "recent", "whole", or
+    # "one" where it fitted a single candidate on a window shorter than the job's
     windows: list[str] = field(default_factory=list)
     # the same versions on the world's twin units (`panel_world`): many more labels, the same world
     panel: dict[int, Hits] = field(default_factory=dict)
@@ -336,7 +336,7 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
             result = job.execute_in_process(partition_key=model, run_config=run_config, instance=instance,
                                             tags=tags, raise_on_error=False)
             if day:
-                pairs[model].windows.append(_kept_window(result))
+                pairs[model].windows.append(_kept_window(result, run_config))
             if registry.get_active_version(model) != before:
                 _serve(store, registry, model, _day(day), before)
                 served[model].append((int(_day(day).timestamp()), registry.get_active_version(model)))
@@ -389,11 +389,20 @@ def _score_on_panel(panel: PlantDataStore, tables: dict[str, pd.DataFrame], stor
         pairs[model].panel_oracle = oracle_accuracy(store, model, judge=panel)
 
 
-def _kept_window(result: dg.ExecuteInProcessResult) -> str:
-    """Which window a retrain's candidate learned, from the model's output metadata."""
+def _kept_window(result: dg.ExecuteInProcessResult, run_config: dict) -> str:
+    """Which window a retrain's candidate learned: the model's output metadata where two candidates
+    were fitted (`training.choose_window`); "whole" for one fitted on the job's whole window after a
+    dated change (`ModelSpec.drift_learns_whole_window`, or weeks since the change reaching that far);
+    "one" for any other single candidate."""
     trained = result.asset_materializations_for_node("trained_model")
-    window = trained[-1].metadata.get("window") if trained else None
-    return "failed" if not trained else (window.value if window is not None else "one")
+    if not trained:
+        return "failed"
+    window = trained[-1].metadata.get("window")
+    if window is not None:
+        return window.value
+    ops = run_config["ops"]
+    dated = "changed_at" in ops.get("trained_model", {}).get("config", {})
+    return "whole" if dated and ops["training_samples"]["config"]["time_range"] == DRIFT_TIME_RANGE else "one"
 
 
 def served_rows(predicted: dict[str, pd.DataFrame], history: list[tuple[int, str]]) -> pd.DataFrame:
