@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -178,12 +179,13 @@ class Pair:
         recovery_days = (self.days_to_recover(after[0], target - RECOVERED_POINTS)
                          if after and target is not None else None)
         recovered, short, since = _recovery(self.daily, after[0] if after else None, target)
+        chance = _chance_back(self.daily, after[0] if after else None, target)
         false_flags = self.flags if self.scenario == "stable" else [f for f in self.flags if f <= self.drift_day]
         return {"pre": pre, "worst": worst, "last": last, "oracle": self.oracle, "dropped": dropped,
                 "degraded": degraded,
                 "seed": self.seed, "delay": delay, "damage_delay": damage_delay,
                 "loss_delay": loss_delay, "recovered": recovered, "short": short,
-                "since": since, "target": target, "recovery_days": recovery_days,
+                "since": since, "target": target, "chance_back": chance, "recovery_days": recovery_days,
                 "flags": len(false_flags), "rollbacks": len(self.rollbacks),
                 "false_flags": 0 if degraded and self.scenario == "stable" else len(false_flags),
                 # after a drift that did not cost this model 15 %: allowed, not required - counted, not judged
@@ -205,11 +207,12 @@ class Pair:
         _, degraded = _degraded(before, worst_week)
         target = min(pre, self.panel_oracle) if pre is not None and self.panel_oracle is not None else pre
         recovered, short, since = _recovery(self.panel, flag, target)
+        chance = _chance_back(self.panel, flag, target)
         window = _judged_days(flag)
         after = _mean(self.panel, window) if window else None
         return {"panel_pre": pre, "panel_worst": worst, "panel_after": after, "panel_oracle": self.panel_oracle,
                 "panel_degraded": degraded, "panel_recovered": recovered, "panel_short": short,
-                "panel_since": since, "panel_target": target}
+                "panel_since": since, "panel_target": target, "panel_chance_back": chance}
 
 
 def _worst_week(frozen: dict[int, Hits], drift_day: int) -> tuple[int | None, Hits | None]:
@@ -247,6 +250,18 @@ def _recovery(daily: dict[int, Hits], flag: int | None, target: float | None) ->
     recovered = bool(count) and hits / count >= target - RECOVERED_POINTS
     short = not recovered and _significantly_below(hits, count, target - RECOVERED_POINTS)
     return recovered, short, (f"{hits}/{count} = {hits / count:.2f}" if count else "no labels")
+
+
+def _chance_back(daily: dict[int, Hits], flag: int | None, target: float | None) -> float | None:
+    """How likely a version serving exactly at `target` would be judged back (`_recovery`) on the labels
+    the pair had over `_judged_days`: what the labels' noise alone leaves of a perfect recovery (at a
+    dozen labels a day, a week's accuracy wanders several points). None: not judged."""
+    days = _judged_days(flag)
+    if days is None or target is None:
+        return None
+    count = _pooled(daily, days)[1]
+    needed = math.ceil(round(count * (target - RECOVERED_POINTS), 9))  # right predictions that pass
+    return float(binom.sf(needed - 1, count, min(target, 1.0))) if count else 0.0
 
 
 def _pooled(daily: dict[int, Hits], days: range) -> Hits:
@@ -487,7 +502,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
     totals: dict = {name: 0 for name in (
         "noise", "degraded", "flagged", "recovered", "short", "unjudged", "never_back", "stable_flags", "stable_false",
         "stable_days", "rollbacks", "stable_rollbacks", "undegraded_flags", "undegraded_pairs")}
-    totals.update(misses=[], delays=[], damage_delays=[], loss_delays=[], recovery_days=[])
+    totals.update(misses=[], delays=[], damage_delays=[], loss_delays=[], recovery_days=[], chances=[])
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
             group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
@@ -508,6 +523,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             totals["recovered"] += len(recovered)
             totals["short"] += sum(bool(g["short"]) for g in flagged)
             totals["unjudged"] += sum(g["recovered"] is None for g in flagged)
+            totals["chances"] += [g["chance_back"] for g in flagged if g["chance_back"] is not None]
             totals["misses"] += [f"{scenario} / {model} / seed {g['seed']}: served {g['since']} from 7 days after "
                                  f"the flag, level {g['target'] - RECOVERED_POINTS:.2f}" for g in flagged if g["short"]]
             totals["delays"] += delays
@@ -546,6 +562,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               f"the end); of the rest, {totals['short']} significantly below that level (one-sided binomial, 5 %), the "
               "others within their labels' noise of it",
               *(f"  - {miss}" for miss in totals["misses"]),
+              f"  - {_ceiling(totals['chances'])}",
               f"- days from the flag to the first 7 days served back at that level: median "
               f"{_median(totals['recovery_days'])}, worst {max(totals['recovery_days'], default='-')}; "
               f"{totals['never_back']} flagged pairs had no such week before the end",
@@ -558,6 +575,15 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
               f"{totals['stable_rollbacks']} of them in stable worlds",
               f"- the window each drift retrain learned: {_windows(results)}", ""]
     return "\n".join(lines + panel_report(results))
+
+
+def _ceiling(chances: list[float]) -> str:
+    """The recovery count a perfect service would expect on these labels (`_chance_back`, summed)."""
+    if not chances:
+        return "no judged pairs"
+    return (f"versions serving exactly at each judged pair's level would be judged back in {sum(chances):.1f} of "
+            f"{len(chances)} on average ({sum(chances) / len(chances):.0%}): what the labels' noise alone leaves of "
+            "a perfect recovery")
 
 
 def _windows(results: list[Pair]) -> str:
@@ -605,6 +631,7 @@ def panel_report(results: list[Pair]) -> list[str]:
 
     lines += ["", "- the pairs degraded and flagged by the service's own labels (the table above): back within 3 "
               f"points of min(pre-drift, oracle) on the panel from 7 days after the flag: {recovered(own)}",
+              f"  - {_ceiling([g['panel_chance_back'] for g in own if g['panel_chance_back'] is not None])}",
               "- the same pairs by both yardsticks: recovered on both {}, on neither {}, only by the units' own "
               "labels {}, only on the panel {}".format(*(sum((g["recovered"], g["panel_recovered"]) == k for g in own)
                                                         for k in ((True, True), (False, False), (True, False),

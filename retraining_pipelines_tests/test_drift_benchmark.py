@@ -6,12 +6,15 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks.drift_scenarios import (
     DRIFT_DAYS,
     END,
+    RECOVERED_POINTS,
+    RECOVERY_DAYS,
     SIMULATED_DAYS,
     WEEK,
     WORLD_DAYS,
@@ -195,6 +198,26 @@ def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> N
     assert "from 7 days after the flag: 1 of 3 (1 flagged too late for a week after the flag to fit" in table
     per_90 = 90 / SIMULATED_DAYS  # one false retrain in one stable model's simulated days
     assert f"= {per_90:.2f} false retrains per model per 90 days ({per_90 / 0.9:.2f} per 100 stable" in table
+
+
+def test_the_report_says_how_often_the_labels_alone_would_hide_a_perfect_recovery() -> None:
+    """A version serving exactly at a pair's level is judged back only as often as its labels' noise
+    allows: the report sums that chance over the judged pairs (a simulation of the judgement agrees)."""
+    probe = Pair("heat_wave", 1, MODEL)
+    flag = probe.drift_day + 3
+    frozen = {day: (8 if day <= probe.drift_day else 3, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    pair = Pair("heat_wave", 1, MODEL, daily=frozen, frozen=frozen, oracle=0.9, flags=[flag])
+    summary = pair.summary()
+    assert summary["target"] == pytest.approx(0.8)
+    labels = 10 * (SIMULATED_DAYS - (flag + RECOVERY_DAYS) + 1)  # the judged days' labels
+    right = np.random.default_rng(0).binomial(labels, 0.8, 200_000)
+    assert summary["chance_back"] == pytest.approx(float(np.mean(right / labels >= 0.8 - RECOVERED_POINTS)), abs=0.005)
+    richer = {day: (80 if day <= probe.drift_day else 30, 100) for day in frozen}
+    assert summary["chance_back"] < replace(pair, daily=richer, frozen=richer).summary()["chance_back"] < 1
+    assert replace(pair, flags=[SIMULATED_DAYS - 3]).summary()["chance_back"] is None, "too late to judge"
+    table = report([pair, replace(pair, seed=2)], units=8, seeds=2, seconds=1.0)
+    assert (f"judged back in {2 * summary['chance_back']:.1f} of 2 on average ({summary['chance_back']:.0%}): what "
+            "the labels' noise alone leaves of a perfect recovery") in table
 
 
 def test_the_window_benchmark_judges_every_window_on_one_hold_out_and_the_panel(tmp_path: Path) -> None:
