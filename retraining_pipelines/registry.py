@@ -111,8 +111,8 @@ class ModelMetadata:
     #: How its gate splits the rows (`training.time_split`): a drift retrain's hold-out is the newest
     #: fifth of the rows from this moment on (epoch s; None: of the whole window) ...
     recent_from_ts: int | None = None
-    #: ... and it was fitted again on that hold-out once judged (`training.learn_holdout`): no gate in
-    #: another run can judge it on rows it has not learned.
+    #: ... and it was fitted again on that hold-out once judged (`training.learn_holdout`): it has
+    #: learned every row a gate in another run could judge it on.
     learned_holdout: bool = False
     #: The version the caller expects (the spec passes it). The registry allocates numbers itself;
     #: when another registration took this one first, registering refuses instead of renumbering.
