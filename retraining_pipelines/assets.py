@@ -44,6 +44,10 @@ CURRENT_ACCURACY_TAG = "retraining/current_accuracy"
 #: The drifted champion's accuracy since the change (`DriftMetrics.accuracy_since_change`): the gate's
 #: yardstick when too few hold-out rows compare the two directly.
 LIVE_ACCURACY_TAG = "retraining/accuracy_since_change"
+#: Set by the drift policy: which attempt of a drift episode a run is (1, 2, ... or `FOLLOW_UP`).
+ATTEMPT_TAG = "retraining/drift_attempt"
+#: A follow-up retrain (`drift_policy._follow_up`): its gate puts the burden of proof on the champion.
+FOLLOW_UP = "follow-up"
 #: Set on every retrain run once its gate decided: promoted or rejected.
 OUTCOME_TAG = "retraining/outcome"
 #: Data-quality limits on the samples; beyond them training would learn sensor faults.
@@ -361,7 +365,8 @@ def validation_metrics(
     try:
         outcome = run_gate(model_registry.get(), trained_model, engineered_features,
                            tolerance_pct=model_registry.rollback_tolerance_pct, run_id=context.run.run_id,
-                           live_accuracy=_live_accuracy(context.run.tags))
+                           live_accuracy=_live_accuracy(context.run.tags),
+                           follow_up=context.run.tags.get(ATTEMPT_TAG) == FOLLOW_UP)
     except RetrainingError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
     result = outcome.result

@@ -78,7 +78,13 @@ from typing import Any
 import dagster as dg
 
 from retraining_pipelines import validation
-from retraining_pipelines.assets import CURRENT_ACCURACY_TAG, LIVE_ACCURACY_TAG, samples_run_config
+from retraining_pipelines.assets import (
+    ATTEMPT_TAG,
+    CURRENT_ACCURACY_TAG,
+    FOLLOW_UP,
+    LIVE_ACCURACY_TAG,
+    samples_run_config,
+)
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.drift import (
@@ -112,7 +118,6 @@ FOLLOW_UPS = 2
 FOLLOWED_UP = "followed_up"
 #: Failed drift retrains of one version before each further retry also says `drift_unresolved`.
 UNRESOLVED_AFTER = 3
-ATTEMPT_TAG = "retraining/drift_attempt"
 #: Cursor key: when an input shift was first answered with a retrain (cleared when the shift is over).
 INPUTS_ANSWERED = "inputs_answered_at"
 #: A run that learned "as of" another moment (a replay of the past) counts from then for the cool-down.
@@ -421,7 +426,7 @@ def _follow_up_request(job: StoredJob, metrics: DriftMetrics, time_range: str, a
         run_key=f"drift-follow-up:{job.model_type}:{metrics.model_version}:{int(now.timestamp())}",
         partition_key=job.model_type,
         run_config=drift_run_config(job, time_range, as_of, now, changed_at, moved),
-        tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: "follow-up",
+        tags={TRIGGER_TAG: "drift", JOB_ID_TAG: str(job.job_id), ATTEMPT_TAG: FOLLOW_UP,
               **({AS_OF_TAG: as_of.isoformat()} if as_of else {})},
     )
 

@@ -12,13 +12,14 @@ import pytest
 from scipy.stats import binom
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from retraining_pipelines.assets import LIVE_ACCURACY_TAG
+from retraining_pipelines.assets import ATTEMPT_TAG, FOLLOW_UP, LIVE_ACCURACY_TAG
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import RegistryError
 from retraining_pipelines.features import engineer_features
 from retraining_pipelines.io_manager import ModelRegistryResource
 from retraining_pipelines.promotion import (
+    FOLLOW_UP_ALPHA,
     MIN_FAIR_ROWS,
     ROLLBACK_TOLERANCE_PCT,
     Comparison,
@@ -39,7 +40,7 @@ from retraining_pipelines.training import (
 from retraining_pipelines.versioning import parse_version
 
 from . import retrain_worker
-from .helpers import metadata_of, retrain
+from .helpers import metadata_of, pipeline_resources, retrain
 
 MODEL = "disease"
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +108,39 @@ def test_a_one_row_shortfall_is_still_refused_and_says_how_sure_it_was() -> None
     assert not kept.promote and "5.9 % worse (limit 5 %)" in kept.reason
 
 
+def test_a_follow_up_is_refused_for_a_shortfall_only_when_the_champion_s_lead_is_significant() -> None:
+    """sensor_recalibration / disease at 8 units: a follow-up two rows short on 49 (`lead_p` 0.38) was
+    refused and left serving a version 8 points worse on the twin panel. A follow-up learned the same
+    new world and a week more: the champion must prove its lead. Nothing else loosens."""
+    two_rows = Comparison("1.1.0", {"accuracy": 36 / 49}, {"accuracy": 34 / 49}, "fair hold-out", 49, lead_p=0.38)
+    candidate = {"accuracy": 34 / 49}
+    assert not decide(DISEASE, candidate, two_rows, BASELINE, "1.2.0").promote  # any other retrain: the 5 % rule
+    served = decide(DISEASE, candidate, two_rows, BASELINE, "1.2.0", follow_up=True)
+    assert served.promote and "5.6 % worse" in served.reason and "champion_lead_p 0.38" in served.reason
+    sure = Comparison("1.1.0", {"accuracy": 0.9}, {"accuracy": 0.7}, "fair hold-out", 100, lead_p=FOLLOW_UP_ALPHA / 5)
+    assert not decide(DISEASE, {"accuracy": 0.7}, sure, BASELINE, "1.2.0", follow_up=True).promote
+    nothing_paired = Comparison("1.1.0", {"accuracy": 0.8}, {"accuracy": 0.7}, "live accuracy (5 rows)", 5)
+    assert not decide(DISEASE, {"accuracy": 0.7}, nothing_paired, BASELINE, "1.2.0", follow_up=True).promote
+    under_floor = Comparison("1.1.0", {"accuracy": 0.62}, {"accuracy": 0.52}, "fair hold-out", 30, lead_p=0.2)
+    kept = decide(DISEASE, {"accuracy": 0.52}, under_floor, BASELINE, "1.2.0", follow_up=True)
+    assert not kept.promote and "which v1.1.0 meets" in kept.reason
+
+
 # ----------------------------------------------------------------------------- end to end
+def test_a_follow_up_run_s_gate_lets_a_shortfall_within_the_noise_through_and_no_other_run_s(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    """The drift policy's tag reaches the gate. An identical retrain is 0 % better; with a tolerance of
+    -5 % (a candidate must be 5 % better) it is short, and the champion's lead is nil (p = 1)."""
+    assert retrain(MODEL, plant_store, instance).success
+    strict = pipeline_resources(plant_store, rollback_tolerance_pct=-5.0)
+    plain = metadata_of(retrain(MODEL, plant_store, instance, resources=strict), "validation_metrics")
+    assert plain["promoted"] is False and "worse (limit -5 %)" in plain["reason"]
+    follow_up = metadata_of(retrain(MODEL, plant_store, instance, resources=strict,
+                                    tags={ATTEMPT_TAG: FOLLOW_UP}), "validation_metrics")
+    assert follow_up["promoted"] is True and follow_up["champion_lead_p"] >= FOLLOW_UP_ALPHA
+    assert "a follow-up and the champion's lead is within the noise" in follow_up["reason"]
+    assert ModelRegistryResource().get().get_active_version(MODEL) == follow_up["new_version"]
 def test_with_two_time_ranges_the_champion_is_judged_only_on_rows_it_never_saw(
     plant_store: PlantDataStore, instance: dg.DagsterInstance
 ) -> None:
