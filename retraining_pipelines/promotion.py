@@ -171,7 +171,7 @@ def decide(
 
     `candidate_metrics` are on the candidate's whole hold-out (the floor and baseline are judged
     there); the comparison with the champion uses `comparison`'s common basis. A `follow_up` more
-    than the tolerance worse is refused only on a significant lead of the champion (module docstring).
+    than the tolerance worse is refused only on a lead of the champion beyond the noise (module docstring).
     """
     meets_floor = spec.floor.passes(candidate_metrics)
     accuracy = candidate_metrics["accuracy"]
