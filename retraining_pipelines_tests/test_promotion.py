@@ -144,6 +144,8 @@ def test_a_follow_up_run_s_gate_lets_a_shortfall_within_the_noise_through_and_no
     assert follow_up["promoted"] is True and follow_up["champion_lead_p"] >= FOLLOW_UP_ALPHA
     assert "a follow-up and the champion's lead is within the noise" in follow_up["reason"]
     assert ModelRegistryResource().get().get_active_version(MODEL) == follow_up["new_version"]
+
+
 def test_with_two_time_ranges_the_champion_is_judged_only_on_rows_it_never_saw(
     plant_store: PlantDataStore, instance: dg.DagsterInstance
 ) -> None:
