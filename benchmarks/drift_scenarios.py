@@ -11,9 +11,10 @@ the real service loop runs over the last `SIMULATED_DAYS` days, as of each simul
 
 Two yardsticks are measured beside the service, on the same logged events:
 
-* the **frozen** model: the day-0 version kept serving, never retrained. A pair *degraded* when the
-  frozen model's 7-day accuracy fell >= 15 % (relative) below its accuracy before the drift - what
-  the drift did, not what the service's reactions or a few days' noise made of it;
+* the **frozen** model: what the service served up to the drift's start, then the version serving
+  at its start kept serving, never retrained (`frozen_record`). A pair *degraded* when the frozen
+  model's 7-day accuracy fell >= 15 % (relative) below what the service served before the drift -
+  what the drift did, not what the service's reactions or a few days' noise made of it;
 * the **oracle**: the catalog's estimator trained, with hindsight, on the post-drift rows up to a
   week before the end (or on the whole last 90 days, whichever scores better) and scored on the
   last 7 days - the best a retrain could achieve in the new world.
@@ -96,6 +97,7 @@ END = LATE_AUTUMN
 WORLD_DAYS = 120
 SIMULATED_DAYS = 28
 DRIFT_DAYS = 21  # the drift starts this long before the end
+DRIFT_DAY = SIMULATED_DAYS - DRIFT_DAYS  # the last day before it (day d: the events from _day(d - 1) to _day(d))
 DEGRADED = 0.15  # relative accuracy loss that must be flagged
 DEGRADED_ALPHA = 0.05  # ... and is significant, not a week of noise
 RECOVERED_POINTS = 0.03
@@ -114,7 +116,7 @@ class Pair:
     seed: int
     model: str
     daily: dict[int, Hits] = field(default_factory=dict)  # day index -> (right, labelled) of the served model
-    frozen: dict[int, Hits] = field(default_factory=dict)  # day index -> (right, labelled) of the day-0 version
+    frozen: dict[int, Hits] = field(default_factory=dict)  # day index -> (right, labelled): `frozen_record`
     oracle: float | None = None  # best achievable accuracy over the last 7 days
     flags: list[int] = field(default_factory=list)  # day indices of drift-triggered retrains
     promoted: list[int] = field(default_factory=list)
@@ -129,7 +131,7 @@ class Pair:
 
     @property
     def drift_day(self) -> int:
-        return SIMULATED_DAYS - DRIFT_DAYS
+        return DRIFT_DAY
 
     def damage_day(self, worst_end: int) -> int:
         """The day the frozen model's accuracy dropped, with hindsight: the most convincing split
@@ -173,8 +175,8 @@ class Pair:
         # a gradual drift (a heat wave building up) can cost a model nothing for its first week or two:
         # delay also counted from the day the frozen model's accuracy dropped, found with hindsight
         damage_delay = max(0, after[0] - self.damage_day(worst_end)) if after and worst_end else None
-        lost = self.loss_day() if after else None
-        loss_delay = max(0, after[0] - lost) if lost is not None else None
+        lost = self.loss_day() if degraded else None
+        loss_delay = max(0, after[0] - lost) if lost is not None and after else None
         target = min(pre, self.oracle) if pre is not None and self.oracle is not None else pre
         recovery_days = (self.days_to_recover(after[0], target - RECOVERED_POINTS)
                          if after and target is not None else None)
@@ -184,7 +186,7 @@ class Pair:
         return {"pre": pre, "worst": worst, "last": last, "oracle": self.oracle, "dropped": dropped,
                 "degraded": degraded,
                 "seed": self.seed, "delay": delay, "damage_delay": damage_delay,
-                "loss_delay": loss_delay, "recovered": recovered, "short": short,
+                "loss_day": lost, "loss_delay": loss_delay, "recovered": recovered, "short": short,
                 "since": since, "target": target, "chance_back": chance, "recovery_days": recovery_days,
                 "flags": len(false_flags), "rollbacks": len(self.rollbacks),
                 "false_flags": 0 if degraded and self.scenario == "stable" else len(false_flags),
@@ -361,7 +363,6 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
             spec = get_spec(model)
             execute(model, samples_run_config("last_90d", spec.min_samples, _day(0)),
                     {TRIGGER_TAG: "scheduled", AS_OF_TAG: _day(0).isoformat()}, 0)
-        first = {m: registry.get_active_version(m) for m in models}
         cursor = None
         for i in range(1, SIMULATED_DAYS + 1):
             serving = {m: registry.get_active_version(m) for m in models}
@@ -379,9 +380,10 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
             logged = pd.read_sql(f"SELECT ts, prediction, actual FROM predictions WHERE model_type = '{model}'",
                                  store.engine)
             pairs[model].daily = _daily_accuracy(logged, model)
-            if first[model] is not None:
-                frozen = predict_window(store, registry, model, first[model], f"last_{SIMULATED_DAYS}d", END)
-                pairs[model].frozen = _daily_accuracy(frozen, model)
+            if served[model]:
+                frozen = predict_window(store, registry, model, serving_at(served[model], DRIFT_DAY),
+                                        f"last_{SIMULATED_DAYS}d", END)
+                pairs[model].frozen = frozen_record(pairs[model].daily, _daily_accuracy(frozen, model))
             pairs[model].oracle = oracle_accuracy(store, model)
         if panel_units:
             _score_on_panel(PlantDataStore(database_url=f"sqlite:///{home / 'panel.sqlite'}"),
@@ -392,7 +394,7 @@ def _run_world(home: Path, scenario: str, seed: int, units: int, models: tuple[s
 def _score_on_panel(panel: PlantDataStore, tables: dict[str, pd.DataFrame], store: PlantDataStore,
                     registry: ModelRegistry, pairs: dict[str, Pair], served: dict[str, list[tuple[int, str]]]) -> None:
     """Every version each model served, scored on the panel's labelled events of the days it served;
-    the day-0 version on all of them (the frozen model); the oracle trained as before, scored there."""
+    the frozen model (`frozen_record`) likewise; the oracle trained as before, scored there."""
     panel.write_frames(tables)
     for model, history in served.items():
         if not history:
@@ -400,7 +402,8 @@ def _score_on_panel(panel: PlantDataStore, tables: dict[str, pd.DataFrame], stor
         versions = {version for _, version in history}
         predicted = {v: predict_window(panel, registry, model, v, f"last_{SIMULATED_DAYS}d", END) for v in versions}
         pairs[model].panel = _daily_accuracy(served_rows(predicted, history), model)
-        pairs[model].panel_frozen = _daily_accuracy(predicted[history[0][1]], model)
+        at_start = _daily_accuracy(predicted[serving_at(history, DRIFT_DAY)], model)
+        pairs[model].panel_frozen = frozen_record(pairs[model].panel, at_start)
         pairs[model].panel_oracle = oracle_accuracy(store, model, judge=panel)
 
 
@@ -418,6 +421,21 @@ def _kept_window(result: dg.ExecuteInProcessResult, run_config: dict) -> str:
     ops = run_config["ops"]
     dated = "changed_at" in ops.get("trained_model", {}).get("config", {})
     return "whole" if dated and ops["training_samples"]["config"]["time_range"] == DRIFT_TIME_RANGE else "one"
+
+
+def serving_at(history: list[tuple[int, str]], day: int) -> str:
+    """The version serving once simulated day `day`'s checks ran (`history`: (from ts, version), in order)."""
+    start = int(_day(day).timestamp())
+    return [version for since, version in history if since <= start][-1]
+
+
+def frozen_record(served: dict[int, Hits], at_start: dict[int, Hits]) -> dict[int, Hits]:
+    """The frozen model's daily record: what was served up to the drift's start, then what the version
+    serving at its start scored, left alone. Not the day-0 version throughout: one the service
+    replaced before the drift (it served badly already) never met the drift, and its replacement's
+    own record before the drift would be scored on rows it learned from."""
+    return {**{d: h for d, h in served.items() if d <= DRIFT_DAY},
+            **{d: h for d, h in at_start.items() if d > DRIFT_DAY}}
 
 
 def served_rows(predicted: dict[str, pd.DataFrame], history: list[tuple[int, str]]) -> pd.DataFrame:
@@ -502,7 +520,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
     totals: dict = {name: 0 for name in (
         "noise", "degraded", "flagged", "recovered", "short", "unjudged", "never_back", "stable_flags", "stable_false",
         "stable_days", "rollbacks", "stable_rollbacks", "undegraded_flags", "undegraded_pairs")}
-    totals.update(misses=[], delays=[], damage_delays=[], loss_delays=[], recovery_days=[], chances=[])
+    totals.update(misses=[], unflagged=[], delays=[], damage_delays=[], loss_delays=[], recovery_days=[], chances=[])
     for scenario in SCENARIOS:
         for model in MODEL_TYPES:
             group = [p.summary() for p in results if p.scenario == scenario and p.model == model]
@@ -526,6 +544,8 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
             totals["chances"] += [g["chance_back"] for g in flagged if g["chance_back"] is not None]
             totals["misses"] += [f"{scenario} / {model} / seed {g['seed']}: served {g['since']} from 7 days after "
                                  f"the flag, level {g['target'] - RECOVERED_POINTS:.2f}" for g in flagged if g["short"]]
+            totals["unflagged"] += [f"{scenario} / {model} / seed {g['seed']}: lost 15 % on day {g['loss_day']} "
+                                    f"of {SIMULATED_DAYS}" for g in degraded if g["delay"] is None]
             totals["delays"] += delays
             totals["damage_delays"] += damage_delays
             totals["loss_delays"] += loss_delays
@@ -550,6 +570,7 @@ def report(results: list[Pair], units: int, seeds: int, seconds: float) -> str:
     lines += ["", f"- degraded pairs flagged: {totals['flagged']} of {totals['degraded']}; median delay "
               f"{_median(delays)} days, worst {max(delays, default='-')}; "
               f"{totals['noise']} more pairs had a worst week >= 15 % below, too few labels to tell from noise",
+              *(f"  - not flagged: {miss}" for miss in totals["unflagged"]),
               f"- the same delays counted from the day the frozen model's accuracy dropped (a split of its daily "
               f"record found with hindsight: the damage, not the scenario's start): median "
               f"{_median(totals['damage_delays'])}, worst {max(totals['damage_delays'], default='-')}",

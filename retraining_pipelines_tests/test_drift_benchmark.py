@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.drift_scenarios import (
+    DRIFT_DAY,
     DRIFT_DAYS,
     END,
     RECOVERED_POINTS,
@@ -20,11 +21,13 @@ from benchmarks.drift_scenarios import (
     WORLD_DAYS,
     Pair,
     combine,
+    frozen_record,
     panel_world,
     report,
     run_world,
     save,
     served_rows,
+    serving_at,
 )
 from benchmarks.drift_windows import WINDOWS, score_windows
 from retraining_pipelines.crops import CROPS
@@ -48,7 +51,7 @@ def drifted():
 
 def test_a_drift_that_hurts_is_flagged_within_days_and_a_retrain_is_served(drifted) -> None:
     summary = drifted.summary()
-    assert summary["degraded"], summary  # the frozen day-0 model lost >= 15 %, significantly
+    assert summary["degraded"], summary  # the frozen model lost >= 15 %, significantly
     assert summary["delay"] is not None and summary["delay"] <= 7, summary
     assert drifted.promoted[0] == 0 and len(drifted.promoted) >= 2, "a drift retrain was served"
     assert summary["last"] > summary["worst"] + 0.1, summary
@@ -95,6 +98,22 @@ def test_each_event_is_scored_by_the_version_that_served_at_its_time() -> None:
     rows = served_rows(predicted, [(0, "v1"), (35, "v2"), (70, "v1")])
     assert rows.ts.tolist() == ts
     assert rows.prediction.tolist() == ["v1"] * 4 + ["v2"] * 3 + ["v1"] * 3
+
+
+def test_the_frozen_model_is_the_version_serving_when_the_drift_starts() -> None:
+    """A version the service replaced before the drift (it served badly already) never met the drift:
+    a pair is judged by its replacement, from the drift's start, against what was served before it."""
+    first, start = (int((END - timedelta(days=days)).timestamp()) for days in (SIMULATED_DAYS, DRIFT_DAYS))
+    history = [(first, "v1"), (start - 86_400, "v2"), (start + 86_400, "v3")]
+    assert serving_at(history, 0) == "v1" and serving_at(history, DRIFT_DAY) == "v2"
+    assert serving_at([(first, "v1"), (start, "v2")], DRIFT_DAY) == "v2", "promoted on the drift's eve"
+    served = {day: (6, 10) for day in range(1, SIMULATED_DAYS + 1)}
+    v2 = {day: (10 if day <= DRIFT_DAY else 8, 10) for day in served}  # perfect where it learned: never used
+    frozen = frozen_record(served, v2)
+    assert frozen == {day: (6, 10) if day <= DRIFT_DAY else (8, 10) for day in served}
+    pair = Pair("season", 1, MODEL, daily=served, frozen=frozen, oracle=0.9)
+    assert pair.summary()["pre"] == 0.6 and not pair.summary()["dropped"], "it served better than before"
+    assert replace(pair, frozen=v2).summary()["dropped"], "its own record before the drift would invent a loss"
 
 
 def test_a_stable_world_raises_no_alarm() -> None:
@@ -177,6 +196,9 @@ def test_a_loss_is_dated_by_the_first_day_the_frozen_model_had_lost_15_percent()
     assert f"| heat_wave | {MODEL} | 2/2 | 2/2 | 11.0 | 6.5 | 6.0 |" in table  # delays: start, damage, loss
     assert ("at least 15 % below, significantly; 0 when flagged before): median 6.0, worst 10; "
             "flagged on or before that day: 0") in table
+    missed = report([slow, replace(slow, seed=3, flags=[])], units=8, seeds=2, seconds=1.0)
+    assert f"  - not flagged: heat_wave / {MODEL} / seed 3: lost 15 % on day {later + 1} of {SIMULATED_DAYS}" in missed
+    assert "not flagged" not in table
 
 
 def test_days_to_recover_count_to_the_first_week_served_back_at_the_level() -> None:
