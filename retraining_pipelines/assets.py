@@ -7,6 +7,7 @@ checks block the run before any training happens on bad data.
 
 import os
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -362,11 +363,11 @@ def validation_metrics(
     require_recorded_instance(context.instance)
     fit_to_machine(context.instance)  # both versions predict under the same cap as training
     spec = get_spec(trained_model.model_type)
+    asked = _training_tags(context.instance, context.run, trained_model)
     try:
         outcome = run_gate(model_registry.get(), trained_model, engineered_features,
                            tolerance_pct=model_registry.rollback_tolerance_pct, run_id=context.run.run_id,
-                           live_accuracy=_live_accuracy(context.run.tags),
-                           follow_up=context.run.tags.get(ATTEMPT_TAG) == FOLLOW_UP)
+                           live_accuracy=_live_accuracy(asked), follow_up=asked.get(ATTEMPT_TAG) == FOLLOW_UP)
     except RetrainingError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
     result = outcome.result
@@ -385,7 +386,14 @@ def validation_metrics(
     )
 
 
-def _live_accuracy(tags: dict[str, str]) -> float | None:
+def _training_tags(instance: dg.DagsterInstance, run: dg.DagsterRun, candidate: TrainedModel) -> Mapping[str, str]:
+    """The tags of the run that trained the candidate (what the drift policy asked of it): a gate can
+    run in another run (its own died before it) and must judge the candidate as its own run would."""
+    trained_in = run if candidate.run_id in (None, run.run_id) else instance.get_run_by_id(candidate.run_id)
+    return (trained_in or run).tags
+
+
+def _live_accuracy(tags: Mapping[str, str]) -> float | None:
     """The drifted champion's accuracy in production since the change, as the drift check that requested
     this run measured it."""
     try:

@@ -12,7 +12,8 @@ import pytest
 from scipy.stats import binom
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from retraining_pipelines.assets import ATTEMPT_TAG, FOLLOW_UP, LIVE_ACCURACY_TAG
+from retraining_pipelines import io_manager
+from retraining_pipelines.assets import ATTEMPT_TAG, FOLLOW_UP, LIVE_ACCURACY_TAG, RETRAIN_ASSETS
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.datastore import PlantDataStore
 from retraining_pipelines.errors import RegistryError
@@ -142,6 +143,32 @@ def test_a_follow_up_run_s_gate_lets_a_shortfall_within_the_noise_through_and_no
     follow_up = metadata_of(retrain(MODEL, plant_store, instance, resources=strict,
                                     tags={ATTEMPT_TAG: FOLLOW_UP}), "validation_metrics")
     assert follow_up["promoted"] is True and follow_up["champion_lead_p"] >= FOLLOW_UP_ALPHA
+    assert "a follow-up and the champion's lead is within the noise" in follow_up["reason"]
+    assert ModelRegistryResource().get().get_active_version(MODEL) == follow_up["new_version"]
+
+
+def test_a_gate_in_another_run_judges_a_candidate_by_what_its_training_run_was_asked(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance
+) -> None:
+    """A follow-up's run can end between training and its gate; the gate materialized in another run
+    (run recovery, or a person) reads the drift policy's tags from the run that trained the candidate,
+    so it judges as the candidate's own run would have: the follow-up rule for a follow-up only."""
+    assert retrain(MODEL, plant_store, instance).success
+    strict = pipeline_resources(plant_store, rollback_tolerance_pct=-5.0)
+
+    def gate_in_another_run(tags: dict[str, str]) -> dict:
+        trained = dg.materialize(RETRAIN_ASSETS, selection=["training_samples", "engineered_features", "trained_model"],
+                                 partition_key=MODEL, instance=instance, resources=strict, tags=tags)
+        io_manager.MODELS.take(trained.run_id, MODEL)  # its process gone: nothing handed over in memory
+        gate = dg.materialize(RETRAIN_ASSETS, selection=["validation_metrics"], partition_key=MODEL,
+                              instance=instance, resources=strict)
+        assert ATTEMPT_TAG not in instance.get_run_by_id(gate.run_id).tags
+        return metadata_of(gate, "validation_metrics")
+
+    plain = gate_in_another_run({})
+    assert plain["promoted"] is False and "worse (limit -5 %)" in plain["reason"]
+    follow_up = gate_in_another_run({ATTEMPT_TAG: FOLLOW_UP})
+    assert follow_up["promoted"] is True, follow_up["reason"]
     assert "a follow-up and the champion's lead is within the noise" in follow_up["reason"]
     assert ModelRegistryResource().get().get_active_version(MODEL) == follow_up["new_version"]
 
