@@ -11,7 +11,7 @@ units the candidate never saw, 4-5x the labels). Windows (rows before the drift 
 * `recent`: what a drift retrain learns from (`drift_policy.retrain_time_range`): the days since the
   change stretched by the hold-out share, at least 7, widened to the catalog's `min_samples` (w);
 * `since`: the rows since the drift alone; `30`, `30w`, `90`, `90w`: the last 30 or 90 days;
-* `chosen`: `recent` or `90w`, whichever scored better on the hold-out (ties: `recent`) - a rule
+* `chosen`: `recent` or `90w`, whichever scored better on the hold-out (`training.kept_window`) - a rule
   measured in the drift loop and not taken (BENCHMARKS.md, "Which window a drift retrain learns from").
 
 Run on demand (minutes per world, never in CI):
@@ -43,7 +43,7 @@ from retraining_pipelines.features import engineer_features
 from retraining_pipelines.generator import DriftScenario, GeneratorConfig, generate
 from retraining_pipelines.jobstore import DRIFT_TIME_RANGE, StoredJob, validate_job
 from retraining_pipelines.plantdb import DAY
-from retraining_pipelines.training import HOLDOUT_FRACTION, change_weights, validate_model
+from retraining_pipelines.training import HOLDOUT_FRACTION, change_weights, kept_window, validate_model
 
 from .drift_scenarios import DRIFT_DAYS, END, WEEK, WORLD_DAYS, _day, panel_world, publish, scenario_parser, worlds
 
@@ -94,7 +94,8 @@ def score_windows(store: PlantDataStore, panel: PlantDataStore, model: str, day:
             estimator = spec.build_estimator().fit(features.X[fit_rows], features.y[fit_rows],
                                                    sample_weight=weights[fit_rows] if weighted else None)
             scores[key] = validate_model(estimator, X, y, spec)["accuracy"]
-    scores["chosen"] = scores["90w"] if scores["90w_holdout"] > scores["recent_holdout"] else scores["recent"]
+    kept = kept_window({"recent": scores["recent_holdout"], "whole": scores["90w_holdout"]})
+    scores["chosen"] = scores["recent" if kept == "recent" else "90w"]
     return scores
 
 

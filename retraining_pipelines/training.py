@@ -192,9 +192,15 @@ def choose_window(features: FeatureSet, split: TimeSplit, changed_at_ts: int | N
     if len(split.ts_train) and split.ts_train.min() < recent_from_ts:  # else the two are one window
         candidates["whole"] = train_model(features, split, changed_at_ts)
     scores = {name: model.metrics["accuracy"] for name, model in candidates.items()}
-    best = max(candidates, key=lambda name: (scores[name], name == "recent"))
+    best = kept_window(scores)
     candidates[best].recent_from_ts = recent_from_ts
     return candidates[best], best, scores
+
+
+def kept_window(holdout_accuracy: dict[str, float]) -> str:
+    """Which of a drift retrain's candidates `choose_window` keeps: the more accurate on the shared
+    hold-out, "recent" on a tie (it learned the rows the evidence points at)."""
+    return max(holdout_accuracy, key=lambda name: (holdout_accuracy[name], name == "recent"))
 
 
 def learn_holdout(model: TrainedModel, features: FeatureSet, changed_at_ts: int | None = None) -> None:

@@ -23,6 +23,7 @@ from retraining_pipelines.training import (
     change_weights,
     choose_window,
     data_fingerprint,
+    kept_window,
     time_split,
     train_model,
     validate_model,
@@ -261,3 +262,9 @@ def test_a_recent_window_that_is_the_whole_window_is_one_candidate(tmp_path: Pat
     model, kept, scores = choose_window(features, split, None, first)
     assert kept == "recent" and list(scores) == ["recent"] and model.recent_from_ts == first
     assert model.training_samples == len(split.y_train)
+
+
+def test_the_better_window_on_the_hold_out_is_kept_and_a_tie_keeps_the_recent_one() -> None:
+    assert kept_window({"recent": 0.70, "whole": 0.72}) == "whole"
+    assert kept_window({"recent": 0.72, "whole": 0.70}) == "recent"
+    assert kept_window({"whole": 0.71, "recent": 0.71}) == "recent", "the rows the evidence points at"
