@@ -94,8 +94,7 @@ def score_windows(store: PlantDataStore, panel: PlantDataStore, model: str, day:
             estimator = spec.build_estimator().fit(features.X[fit_rows], features.y[fit_rows],
                                                    sample_weight=weights[fit_rows] if weighted else None)
             scores[key] = validate_model(estimator, X, y, spec)["accuracy"]
-    kept = kept_window({"recent": scores["recent_holdout"], "whole": scores["90w_holdout"]})
-    scores["chosen"] = scores["recent" if kept == "recent" else "90w"]
+    scores["chosen"] = scores[kept_window({"recent": scores["recent_holdout"], "90w": scores["90w_holdout"]})]
     return scores
 
 
