@@ -36,6 +36,12 @@ status changes, tags, the checks' and the UI's lookups), ~0.3 ms each against 0.
 forked child drops its parent's unclosed, and a pool never makes a caller wait (overflow is
 unlimited, as Dagster's engine-per-statement was). The same files, schema and transactions.
 
+Dagster also asks the index database whether a table exists before every asset-check event and
+every tag write of a materialization (`has_table`, 22 times a retrain), each time through a new
+engine and connection (~1 ms). The pooled event log remembers the tables it found: a table Dagster's
+schema created stays until the files are wiped, the same assumption Dagster makes when it checks a
+database's schema only on its first use (`_initialized_dbs`). A missing table is asked again.
+
 `RetrainingSqliteStorage` is Dagster's `storage: sqlite:` with these two; `dagster_home/
 dagster.yaml` selects it. Schedule storage stays Dagster's own: a retrain does not touch it.
 """
@@ -82,6 +88,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()  # guarded by Dagster's `_db_lock`
+        self._tables: set[str] = set()  # found in the index database (module docstring)
         super().__init__(base_dir, inst_data=inst_data)
         _LIVE.add(self)
 
@@ -119,6 +126,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         for name in runs[: max(0, len(runs) - RUN_SHARDS_KEPT)]:
             self._engines.pop(name).dispose()
         return engine
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster's answer, remembered once a table is there (module docstring)."""
+        if table_name in self._tables:
+            return True
+        if not super().has_table(table_name):
+            return False
+        self._tables.add(table_name)
+        return True
 
     def _copy_template_to(self, shard: str) -> bool:
         """Creates a new run's database as a copy of the template; False if the file exists already
@@ -176,6 +192,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def wipe(self) -> None:
         with self._db_lock:
             self._drop_engines()
+            self._tables = set()
         super().wipe()
 
     def dispose(self) -> None:

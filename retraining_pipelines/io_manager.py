@@ -136,6 +136,7 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
                 recent_from_ts=obj.recent_from_ts,
                 learned_holdout=obj.learned_holdout,
             ),
+            keep_warm=True,  # nothing changes the candidate after its run: the next gate may predict with it
         )
         obj.version = record.version
         MODELS.put(context.run_id, obj.model_type, obj, _ended(context.step_context.instance))
@@ -143,7 +144,7 @@ class ModelRegistryIOManager(dg.ConfigurableIOManager):
             # Written and checksummed: the registry holds the model now. Dropping the estimator here
             # (not a copy without it) frees it in every path - `execute_in_process` keeps each step's
             # output value for the whole run, so a copy would leave the forest in memory beside the
-            # champion the gate loads.
+            # champion the gate loads. (A small one stays for the next gate: `keep_warm` above.)
             obj.estimator = None
         context.add_output_metadata({
             "version": record.version,

@@ -143,7 +143,7 @@ def compare_with_champion(
             return Comparison(version, {"accuracy": live_accuracy}, candidate_full, f"live accuracy ({why})", rows)
         return Comparison(version, record.metrics, candidate_full, f"recorded ({why})", rows)
     try:
-        champion_model = registry.load_model(spec.model_type, version)
+        champion_model = registry.load_for_prediction(spec.model_type, version)
     except (ModelIntegrityError, RegistryError) as err:
         return Comparison(version, record.metrics, candidate_full, f"recorded ({err})", rows)
     X, y = split.X_holdout[fair], split.y_holdout[fair]

@@ -16,6 +16,9 @@ then live in a directory they all mount). The guarantees hold on both:
   two, and every swap archives the old and activates the new in one transaction.
 * Loading reads the artifact's bytes once, checks their SHA-256 against the index, and unpickles
   those same bytes: a changed or truncated file is refused, never executed.
+* A version the gate predicts with may come from memory (`load_for_prediction`): the object this
+  process registered or last loaded, kept only while the file still verifies and only up to
+  `WARM_MODEL_MAX_BYTES`, never handed to a caller who could change it (`load_model` unpickles).
 * The audit trail is append-only (triggers in the database reject UPDATE and DELETE).
 * Only a version that was served before (promoted by the gate) can be made ACTIVE again by
   `rollback` or `set_model_status`: a never-gated candidate, a rejected or an abandoned version
@@ -34,6 +37,7 @@ import os
 import pickle
 import platform
 import shutil
+import threading
 import time
 import uuid
 import warnings
@@ -71,6 +75,60 @@ TRIGGERS = ("manual", "scheduled", "drift", "backfill")
 TRIGGER_TAG = "retraining/trigger"
 DEFAULT_KEEP_ARCHIVED = 10
 _STALE_STAGING_S = 3600
+#: A version this size or smaller stays unpickled in memory for the gate (`load_for_prediction`), at
+#: most two per model type and registry (`_WarmModels`): unpickling a hobby grower's 2.4 MB forest
+#: took 33 ms of a warm retrain's ~0.4 s overhead (issue 11). A larger one is loaded each time: its
+#: memory is worth more than its load time, which its fit dwarfs.
+WARM_MODEL_MAX_BYTES = 16 * 2**20
+
+
+class _WarmModels:
+    """Per model type, the active version and the newest candidate this process registered, unpickled:
+    a retrain registers its candidate, then its gate predicts with the active version - the previous
+    candidate when that was promoted. At most two per model type (and registry); a version loaded
+    because it was missing takes the place of the one that is neither.
+
+    An entry names its version and the sha256 it was registered with, so a version changed or restored
+    elsewhere is a miss. Only the pipeline's own candidate goes in at registration
+    (`register_model(keep_warm=True)`: nothing else holds that object after its run), and what
+    `load_for_prediction` hands out is only predicted with. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+        self._newest: dict[tuple[str, str], str] = {}  # the newest candidate registered warm
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A forked child may not inherit a lock another thread of its parent held."""
+        self._lock = threading.Lock()
+
+    def registered(self, index: str, record: ModelVersion, model: Any, active: str | None) -> None:
+        """A new candidate: kept beside the active version's entry, the rest dropped."""
+        with self._lock:
+            self._newest[(index, record.model_type)] = record.version
+            self._keep(index, record, model, also=active)
+
+    def loaded(self, index: str, record: ModelVersion, model: Any) -> None:
+        """A version unpickled for a gate: kept beside the newest candidate, the rest dropped."""
+        with self._lock:
+            self._keep(index, record, model, also=self._newest.get((index, record.model_type)))
+
+    def _keep(self, index: str, record: ModelVersion, model: Any, also: str | None) -> None:
+        key = (index, record.model_type)
+        kept = {version: entry for version, entry in self._items.get(key, {}).items() if version == also}
+        if record.size_bytes <= WARM_MODEL_MAX_BYTES:
+            kept[record.version] = (record.sha256, model)
+        self._items[key] = kept
+
+    def get(self, index: str, record: ModelVersion) -> Any | None:
+        with self._lock:
+            sha256, model = self._items.get((index, record.model_type), {}).get(record.version, (None, None))
+        return model if sha256 == record.sha256 else None
+
+
+_WARM = _WarmModels()
 
 
 class ModelStatus(StrEnum):
@@ -442,8 +500,13 @@ class ModelRegistry:
         bump: BumpType | None = None,
         status: ModelStatus = ModelStatus.CANDIDATE,
         reference: pd.DataFrame | None = None,
+        keep_warm: bool = False,
     ) -> ModelVersion:
         """Store `model` as a new immutable version; returns its record.
+
+        `keep_warm`: the caller hands `model` over and never changes it again (the pipeline's IO
+        manager), so a gate in this process may predict with it instead of unpickling the file
+        (`load_for_prediction`).
 
         `reference`, an optional sample of the inputs (data, never unpickled), is kept beside the
         model and verified like it. The retrain pipeline writes none since drift stopped comparing
@@ -477,6 +540,8 @@ class ModelRegistry:
             raise StorageError("model registry", self._where, err) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if keep_warm:
+            _WARM.registered(self.index_url, record, model, self.get_active_version(model_type))
         return record
 
     def _commit_version(
@@ -612,6 +677,19 @@ class ModelRegistry:
     def load_model(self, model_type: str, version: str | None = None, *, allow_version_mismatch: bool = False) -> Any:
         """The model object of `version` (default: the active one), verified before unpickling."""
         return self.load_version(model_type, version, allow_version_mismatch=allow_version_mismatch)[0]
+
+    def load_for_prediction(self, model_type: str, version: str) -> Any:
+        """`version`'s model to predict with, never to fit or change: this process's unpickled copy
+        when it has one (`_WarmModels`), else loaded as `load_model` loads it. Either way the file is
+        verified against its checksum first, so a version whose file broke is refused alike."""
+        record = self.get_version(model_type, version)
+        warm = _WARM.get(self.index_url, record)
+        if warm is None or record.sklearn_version != sklearn.__version__:
+            model, record = self.load_version(model_type, version)
+            _WARM.loaded(self.index_url, record, model)
+            return model
+        with self._verified_file(record):
+            return warm
 
     def load_version(
         self, model_type: str, version: str | None = None, *, allow_version_mismatch: bool = False

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 import yaml
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -320,6 +321,33 @@ def test_a_new_runs_database_is_the_one_dagster_creates(tmp_path: Path) -> None:
     ours.store_event(_entry("run3", "after a wipe"))
     assert ours.get_all_run_ids() == ["run3"]
     assert _schema(tmp_path / "ours" / "run3.db") == _schema(tmp_path / "dagster" / "run1.db")
+    ours.dispose()
+    dagsters.dispose()
+
+
+def test_a_table_found_is_remembered_and_a_missing_one_asked_again(tmp_path: Path) -> None:
+    """`has_table` answers as Dagster's does; once a table is found it opens no connection for it
+    again (Dagster asks before every asset-check event), and a table it did not find is looked for anew."""
+    dagsters = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    ours = PooledSqliteEventLogStorage(str(tmp_path / "ours"))
+    names = ("asset_check_executions", "asset_event_tags", "dynamic_partitions", "concurrency_slots", "pending_steps",
+             "asset_keys", "not_a_dagster_table")
+    assert [ours.has_table(n) for n in names] == [dagsters.has_table(n) for n in names] == [True] * 6 + [False]
+    opened: list[object] = []
+    listener = lambda *_: opened.append(1)  # noqa: E731 - a connect listener on every engine
+    sa.event.listen(sa.engine.Engine, "connect", listener)
+    try:
+        assert ours.has_table("asset_check_executions")
+        assert not opened
+        assert not ours.has_table("not_a_dagster_table")
+        assert opened  # a missing table is asked again, not remembered
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", listener)
+    with sqlite3.connect(tmp_path / "ours" / "index.db") as conn:
+        conn.execute("CREATE TABLE not_a_dagster_table (id INTEGER)")
+    assert ours.has_table("not_a_dagster_table")
+    ours.wipe()
+    assert [ours.has_table(n) for n in names[:-1]] == [True] * 6
     ours.dispose()
     dagsters.dispose()
 

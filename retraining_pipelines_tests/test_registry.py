@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import multiprocessing
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from joblib.numpy_pickle import NumpyUnpickler
 from sklearn.ensemble import RandomForestClassifier
 
+from retraining_pipelines import registry as registry_module
 from retraining_pipelines.catalog import get_spec
 from retraining_pipelines.errors import InvalidFieldError, ModelIntegrityError, RegistryError
 from retraining_pipelines.registry import INDEX, INDEX_SCHEMA, ModelRegistry, ModelStatus, _TreeFreeingUnpickler
@@ -193,6 +195,52 @@ def test_a_file_changed_after_registration_is_refused(registry: ModelRegistry, d
         path.unlink()
     with pytest.raises(ModelIntegrityError, match=r"disease v1\.0\.0"):
         registry.load_model("disease")
+
+
+def test_the_gate_predicts_with_the_candidate_this_process_registered_while_its_file_verifies(
+        registry: ModelRegistry) -> None:
+    """`keep_warm` (the pipeline's own candidate): a gate gets that object back, unpickled once at
+    most, while it is the newest candidate or the active version; `load_model` still hands every
+    caller a fresh copy; a damaged file is refused either way."""
+    models = [small_model(seed) for seed in range(4)]
+
+    def register(seed: int) -> str:
+        return registry.register_model("disease", models[seed], metadata(), keep_warm=True).version
+
+    v1 = register(0)
+    assert registry.load_for_prediction("disease", v1) is models[0]
+    assert registry.load_model("disease", v1) is not models[0]
+    registry.promote("disease", v1, reason="first")
+    v2 = register(1)  # a gate compares it with v1, the active version
+    assert registry.load_for_prediction("disease", v1) is models[0]
+    registry.promote("disease", v2, reason="promoted: the next gate compares with v2")
+    v3 = register(2)
+    assert registry.load_for_prediction("disease", v2) is models[1]
+    registry.reject("disease", v3, reason="rejected: the next gate compares with v2 again")
+    v4 = register(3)
+    assert registry.load_for_prediction("disease", v2) is models[1]
+    assert registry.load_for_prediction("disease", v4) is models[3]
+    reloaded = registry.load_for_prediction("disease", v1)  # neither: unpickled, takes v2's place
+    assert reloaded is not models[0] and _same_model(reloaded, seed=0)
+    assert registry.load_for_prediction("disease", v4) is models[3]
+    assert registry.load_for_prediction("disease", v2) is not models[1]
+    path = registry.get_version("disease", v4).path
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    with pytest.raises(ModelIntegrityError, match=r"disease v1\.3\.0"):
+        registry.load_for_prediction("disease", v4)
+    other = ModelRegistry(registry.root.parent / "another")  # another registry's v1.0.0 is not this one
+    v1_other = _register(other, seed=5)
+    assert _same_model(other.load_for_prediction("disease", v1_other), seed=5)
+
+
+def test_a_version_larger_than_the_limit_is_loaded_each_time(registry: ModelRegistry,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_model(0)
+    monkeypatch.setattr(registry_module, "WARM_MODEL_MAX_BYTES", len(pickle.dumps(model)) // 2)
+    v2 = registry.register_model("disease", model, metadata(), keep_warm=True).version
+    first = registry.load_for_prediction("disease", v2)
+    assert first is not model and _same_model(first, seed=0)
+    assert registry.load_for_prediction("disease", v2) is not first
 
 
 def test_a_tampered_version_can_never_become_active(registry: ModelRegistry) -> None:
