@@ -334,7 +334,10 @@ def test_a_table_found_is_remembered_and_a_missing_one_asked_again(tmp_path: Pat
              "asset_keys", "not_a_dagster_table")
     assert [ours.has_table(n) for n in names] == [dagsters.has_table(n) for n in names] == [True] * 6 + [False]
     opened: list[object] = []
-    listener = lambda *_: opened.append(1)  # noqa: E731 - a connect listener on every engine
+
+    def listener(*_: object) -> None:  # every engine's new connections
+        opened.append(1)
+
     sa.event.listen(sa.engine.Engine, "connect", listener)
     try:
         assert ours.has_table("asset_check_executions")

@@ -192,6 +192,30 @@ def test_the_gate_gets_the_registered_model_s_predictions_not_a_reloaded_forest(
 
 
 
+def test_the_next_gate_compares_with_the_champion_this_process_registered_and_not_once_its_file_broke(
+    plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
+) -> None:
+    """The champion the next retrain's gate predicts with is the object its own run registered (no
+    unpickling): the same figures as the verified file gives. Once that file is damaged, the copy in
+    memory is not trusted either: the gate compares recorded figures and says why."""
+    assert retrain(MODEL, plant_store, instance).success
+    champion = registry.get_version(MODEL, "1.0.0")
+    warm = registry.load_for_prediction(MODEL, "1.0.0")
+    assert warm is registry.load_for_prediction(MODEL, "1.0.0") is not registry.load_model(MODEL, "1.0.0")
+    second = retrain(MODEL, plant_store, instance)
+    meta = metadata_of(second, "validation_metrics")
+    assert meta["old_version"] == "1.0.0" and meta["compared_on"].startswith("fair hold-out")
+    split = time_split(second.asset_value("engineered_features"))
+    fair = split.holdout_after(champion.train_end_ts)
+    from_file = registry.load_model(MODEL, "1.0.0").predict(split.X_holdout[fair])
+    assert meta["old_accuracy"] == round(float(np.mean(from_file == split.y_holdout[fair].to_numpy())), 4)
+    active = registry.get_version(MODEL, registry.get_active_version(MODEL))
+    active.path.write_bytes(active.path.read_bytes()[:-1] + b"x")
+    third = metadata_of(retrain(MODEL, plant_store, instance), "validation_metrics")
+    assert third["old_version"] == active.version
+    assert third["compared_on"].startswith("recorded") and "does not match the registry" in third["compared_on"]
+
+
 def test_a_gate_in_another_run_judges_a_drift_retrain_on_its_own_hold_out_and_never_on_rows_it_learned(
     plant_store: PlantDataStore, instance: dg.DagsterInstance, registry: ModelRegistry
 ) -> None:
