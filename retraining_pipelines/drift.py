@@ -432,7 +432,7 @@ def input_shift(daily: pd.DataFrame, noun: str = "sensor") -> InputShift:
         needed = recent + before + SHIFT_MIN_NULL_DAYS
         return InputShift(None, None, {}, recent, f"insufficient data: {len(daily)} days of {noun} levels < {needed} "
                           f"needed to know how much the {noun}s' daily levels usually move")
-    return _judged(_robust_z(jumps.iloc[-1], null), recent, noun)
+    return _judged(_robust_z(jumps.iloc[-1], null), recent, noun, f"the last {recent} days' {noun} levels")
 
 
 def level_shift_since(daily: pd.DataFrame, cut_ts: int, noun: str = "sensor") -> InputShift:
@@ -440,7 +440,8 @@ def level_shift_since(daily: pd.DataFrame, cut_ts: int, noun: str = "sensor") ->
     `SHIFT_SINCE_DAYS` whole days from it (at least 2) against the 14 days before, judged like
     `input_shift` against the same comparison at every earlier day. `daily`: whole days, oldest
     first, ending where the evidence ends."""
-    days = min(len(daily.loc[cut_ts:]), SHIFT_SINCE_DAYS)
+    since = len(daily.loc[cut_ts:])
+    days = min(since, SHIFT_SINCE_DAYS)
     before = SHIFT_BEFORE_DAYS
     if days < SHIFT_RECENT_DAYS:
         return InputShift(None, None, {}, days, f"insufficient data: {days} day(s) of {noun} levels since the change")
@@ -450,7 +451,7 @@ def level_shift_since(daily: pd.DataFrame, cut_ts: int, noun: str = "sensor") ->
     if len(null) < SHIFT_MIN_NULL_DAYS or cut_ts not in moves.index:
         return InputShift(None, None, {}, days, f"insufficient data: {len(null)} earlier {days}-day {noun} levels < "
                           f"{SHIFT_MIN_NULL_DAYS} needed to know how much they usually move")
-    return _judged(_robust_z(moves.loc[cut_ts], null), days, noun)
+    return _judged(_robust_z(moves.loc[cut_ts], null), since, noun, f"the {days} days' {noun} levels since the change")
 
 
 def _robust_z(latest: pd.Series, null: pd.DataFrame) -> pd.Series:
@@ -460,19 +461,20 @@ def _robust_z(latest: pd.Series, null: pd.DataFrame) -> pd.Series:
     return ((latest - centre) / spread.where(spread > 0)).dropna()
 
 
-def _judged(z: pd.Series, recent: int, noun: str) -> InputShift:
-    """The shift verdict on per-series robust z-scores: past `SHIFT_LIMIT` together, backed by a second series."""
+def _judged(z: pd.Series, days_ago: int, noun: str, levels: str) -> InputShift:
+    """The shift verdict on per-series robust z-scores of `levels` (what moved, for the reason): past
+    `SHIFT_LIMIT` together, backed by a second series; the move began `days_ago` days ago."""
     per_sensor = {name: round(float(v), 2) for name, v in z.items()}
     score = float(np.sqrt(np.sum(np.square(z.to_numpy())))) if len(z) else 0.0
     moved = ", ".join(f"{n} {v:+.1f}" for n, v in sorted(per_sensor.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2)
     corroborated = sum(abs(v) >= SHIFT_SECOND_SENSOR for v in per_sensor.values()) >= 2
     if score > SHIFT_LIMIT and corroborated:
-        return InputShift(True, score, per_sensor, recent, f"inputs shifted: the last {recent} days' {noun} levels "
+        return InputShift(True, score, per_sensor, days_ago, f"inputs shifted: {levels} "
                           f"jumped {score:.1f} robust SDs (> {SHIFT_LIMIT:g}) beyond the usual: {moved}")
     if score > SHIFT_LIMIT:
-        return InputShift(False, score, per_sensor, recent, f"inputs steady: only one {noun} jumped ({moved}); a "
+        return InputShift(False, score, per_sensor, days_ago, f"inputs steady: only one {noun} jumped ({moved}); a "
                           f"real shift moves at least two past {SHIFT_SECOND_SENSOR:g}")
-    return InputShift(False, score, per_sensor, recent,
+    return InputShift(False, score, per_sensor, days_ago,
                       f"inputs steady: {noun} jump score {score:.1f} <= {SHIFT_LIMIT:g}")
 
 

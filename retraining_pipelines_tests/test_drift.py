@@ -421,7 +421,10 @@ def test_a_level_since_a_change_needs_two_days_and_a_history() -> None:
                         index=range(0, 60 * DAY, DAY))
     stepped = days.copy()
     stepped.iloc[-SHIFT_SINCE_DAYS:] += [3, 9]  # a week 3 SDs warmer and more humid: a recalibration
-    assert level_shift_since(stepped, 53 * DAY).shifted is True
+    seen = level_shift_since(stepped, 53 * DAY)
+    assert seen.shifted is True and seen.change_days_ago == 7
+    assert "7 days' sensor levels since the change" in seen.reason
+    assert level_shift_since(stepped, 50 * DAY).change_days_ago == 10  # a cut 10 days back judges its week
     assert level_shift_since(days, 53 * DAY).shifted is False
     one_day = level_shift_since(stepped, 59 * DAY)
     assert one_day.shifted is None and "1 day(s)" in one_day.reason
