@@ -442,11 +442,10 @@ def level_shift_since(daily: pd.DataFrame, cut_ts: int, noun: str = "sensor") ->
     first, ending where the evidence ends."""
     since = len(daily.loc[cut_ts:])
     days = min(since, SHIFT_SINCE_DAYS)
-    before = SHIFT_BEFORE_DAYS
     if days < SHIFT_RECENT_DAYS:
         return InputShift(None, None, {}, days, f"insufficient data: {days} day(s) of {noun} levels since the change")
     # the mean of [t, t + days) minus the mean of [t - before, t), indexed by t
-    moves = daily.rolling(days).mean().shift(-(days - 1)) - daily.rolling(before).mean().shift(1)
+    moves = daily.rolling(days).mean().shift(-(days - 1)) - daily.rolling(SHIFT_BEFORE_DAYS).mean().shift(1)
     null = moves.loc[:cut_ts - days * DAY].dropna(how="all")  # blocks that end before the change
     if len(null) < SHIFT_MIN_NULL_DAYS or cut_ts not in moves.index:
         return InputShift(None, None, {}, days, f"insufficient data: {len(null)} earlier {days}-day {noun} levels < "

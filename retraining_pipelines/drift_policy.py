@@ -23,9 +23,10 @@ sensor in `schedules.py` only wires it (the service's `check_and_execute_jobs` u
   `min_samples` forces older rows in (a hobby grower's ~5 irrigation outcomes a day), they are
   weighted down (`training.PRE_CHANGE_WEIGHT`). What changed decides whether the months before can
   still teach (`inputs_moved`): when the sensors' levels jumped around the change or stayed moved
-  since (a heat wave, a recalibrated sensor, the season's turn; `DriftDetector.inputs_moved_since`), how labels follow
-  from readings may not have, so the samples reach back the job's whole `time_range` and a second
-  candidate learns all of it (older rows weighted down too); the one more accurate on the hold-out -
+  since (a heat wave, a recalibrated sensor, the season's turn; `DriftDetector.inputs_moved_since`),
+  how labels follow from readings may not have, so the samples reach back the job's whole
+  `time_range` and a second candidate learns all of it (older rows weighted down too); the one more
+  accurate on the hold-out -
   the newest fifth of the weeks since the change - is kept (`training.choose_window`,
   `drift_run_config`). A drop without a jump (a changed habit, a new cultivar) moved the label
   itself: only the weeks since teach it. A model type whose labels follow each plant's own course
