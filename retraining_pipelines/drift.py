@@ -425,11 +425,11 @@ def daily_feature_means(features: FeatureSet, end_ts: int) -> pd.DataFrame:
 
 def input_shift(daily: pd.DataFrame, noun: str = "sensor") -> InputShift:
     """The shift verdict on daily levels (rows: whole days, oldest first; columns: sensors or features)."""
-    recent, before = SHIFT_RECENT_DAYS, SHIFT_BEFORE_DAYS
-    jumps = (daily.rolling(recent).mean() - daily.shift(recent).rolling(before).mean()).dropna(how="all")
+    recent = SHIFT_RECENT_DAYS
+    jumps = _jumps(daily, recent).dropna(how="all")
     null = jumps.iloc[:-recent]  # earlier jumps only: the latest block must not vouch for itself
     if len(null) < SHIFT_MIN_NULL_DAYS or jumps.empty:
-        needed = recent + before + SHIFT_MIN_NULL_DAYS
+        needed = recent + SHIFT_BEFORE_DAYS + SHIFT_MIN_NULL_DAYS
         return InputShift(None, None, {}, recent, f"insufficient data: {len(daily)} days of {noun} levels < {needed} "
                           f"needed to know how much the {noun}s' daily levels usually move")
     return _judged(_robust_z(jumps.iloc[-1], null), recent, noun, f"the last {recent} days' {noun} levels")
@@ -444,13 +444,18 @@ def level_shift_since(daily: pd.DataFrame, cut_ts: int, noun: str = "sensor") ->
     days = min(since, SHIFT_SINCE_DAYS)
     if days < SHIFT_RECENT_DAYS:
         return InputShift(None, None, {}, days, f"insufficient data: {days} day(s) of {noun} levels since the change")
-    # the mean of [t, t + days) minus the mean of [t - before, t), indexed by t
-    moves = daily.rolling(days).mean().shift(-(days - 1)) - daily.rolling(SHIFT_BEFORE_DAYS).mean().shift(1)
+    moves = _jumps(daily, days).shift(-(days - 1))  # indexed by the block's first day, not its last
     null = moves.loc[:cut_ts - days * DAY].dropna(how="all")  # blocks that end before the change
     if len(null) < SHIFT_MIN_NULL_DAYS or cut_ts not in moves.index:
         return InputShift(None, None, {}, days, f"insufficient data: {len(null)} earlier {days}-day {noun} levels < "
                           f"{SHIFT_MIN_NULL_DAYS} needed to know how much they usually move")
     return _judged(_robust_z(moves.loc[cut_ts], null), since, noun, f"the {days} days' {noun} levels since the change")
+
+
+def _jumps(daily: pd.DataFrame, days: int) -> pd.DataFrame:
+    """Per day t: the mean of the `days` days ending with t minus the mean of the `SHIFT_BEFORE_DAYS`
+    before them - the one comparison both shift tests make, indexed by the block's last day."""
+    return daily.rolling(days).mean() - daily.shift(days).rolling(SHIFT_BEFORE_DAYS).mean()
 
 
 def _robust_z(latest: pd.Series, null: pd.DataFrame) -> pd.Series:
