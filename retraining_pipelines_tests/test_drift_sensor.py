@@ -85,13 +85,13 @@ class World:
 
 
 def _world(tmp: Path, drift: bool, instance: dg.DagsterInstance, drift_start: datetime = DRIFT_START,
-           log_window: str = "last_7d") -> World:
+           log_window: str = "last_7d", magnitude: float = 1.0) -> World:
     """Drift: v1.0.0 trained before `drift_start`, then the drifted rest arrives and v1 predicts it.
 
     Stable: v1.0.0 trained on everything up to now, judged on the week its hold-out covers.
     """
-    config = dataclasses.replace(TEST_CONFIG, days=100,
-                                 drift=(DriftScenario("sensor_recalibration", drift_start),) if drift else ())
+    config = dataclasses.replace(TEST_CONFIG, days=100, drift=(
+        (DriftScenario("sensor_recalibration", drift_start, magnitude),) if drift else ()))
     before, after = generate(config).split(int((drift_start if drift else NOW + timedelta(days=1)).timestamp()))
     store = PlantDataStore(database_url=f"sqlite:///{tmp / 'plant.sqlite'}")
     store.write_frames(before)
@@ -171,10 +171,14 @@ def test_a_log_drifted_from_its_first_day_retrains_on_what_the_version_never_saw
 ) -> None:
     """The README drift walkthrough's situation: v1.0.0 saw the world up to 14 days ago, and every day
     logged since is below its validation. The drop lies between, so the retrain learns from the
-    newest row v1.0.0 saw on (stretched by the hold-out share), not from the job's whole 28 days."""
+    newest row v1.0.0 saw on (stretched by the hold-out share), not from the job's whole 28 days.
+
+    The walkthrough's magnitude too (2): at 1, the test world of some days (2026-12-08 to -11 among
+    them) loses little in the drift's first nine days and drops five days ago - a change inside the log,
+    rightly dated there, and not this situation. At 2 every day's world drops from the first day."""
     with project_instance() as instance:
         world = _world(tmp_path, drift=True, instance=instance, drift_start=NOW - timedelta(days=14),
-                       log_window="last_14d")
+                       log_window="last_14d", magnitude=2.0)
         verdict = DriftDetector(world.registry, world.store).check_logged(MODEL, end=NOW, with_features=False)
         assert verdict.change_before_log and 14 <= verdict.change_days_ago <= 15, verdict
         result = world.confirmed()
